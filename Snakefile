@@ -1,0 +1,32 @@
+# momentum-ntk: HB vs NAG on over-parameterized two-layer ReLU networks (Liu et al.), reproduced end to end.
+#
+#   snakemake --cores 8 --resources gpu=4                                # the whole paper
+#   snakemake --cores all --configfile workflow/presets/quick.yaml       # offline, minutes on a 2-core CPU
+#   snakemake --list-target-rules                                        # every stage and figure as a target
+#
+# Stages: fetch -> binarize -> ntk -> train (grid) -> aggregate -> figures / claims / theory.
+
+
+from snakemake.utils import min_version, validate
+
+min_version("9.0")
+
+
+configfile: "config.yaml"
+
+
+validate(config, "workflow/schemas/config.schema.yaml")
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/data.smk"
+include: "workflow/rules/ntk.smk"
+include: "workflow/rules/train.smk"
+
+
+rule all:
+    default_target: True
+    input:
+        rules.all_data.input,
+        rules.all_ntk.input,
+        rules.all_runs.input,

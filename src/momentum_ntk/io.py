@@ -1,0 +1,92 @@
+"""Atomic file output and small record helpers shared by every stage.
+
+Every file a stage writes goes through :func:`atomic_path`: the content is written to a temporary file in the same
+folder and moved into place with ``os.replace`` only when complete, so an interrupted or failing stage never leaves a
+partial file that a later run would take for a finished one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import platform
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
+    """Yield a temporary path next to ``path``; on success move it onto ``path``, on failure delete it."""
+    final = Path(path)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp" + "".join(final.suffixes[-1:]), dir=final.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, final)
+    except BaseException:
+        tmp_path.unlink(missing_ok=True)
+        raise
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, np.integer):
+        return int(obj)
+    if isinstance(obj, np.floating):
+        return float(obj)
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+def write_json(path: str | os.PathLike[str], record: dict[str, Any]) -> None:
+    """Write ``record`` as indented, key-sorted JSON, atomically."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(record, indent=2, sort_keys=True, default=_json_default) + "\n")
+
+
+def read_json(path: str | os.PathLike[str]) -> dict[str, Any]:
+    with open(path) as fh:
+        return json.load(fh)
+
+
+def write_parquet(path: str | os.PathLike[str], table: Any) -> None:
+    """Write a pandas DataFrame or pyarrow Table to Parquet atomically (zstd, no pandas index)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    if not isinstance(table, pa.Table):
+        table = pa.Table.from_pandas(table, preserve_index=False)
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp, compression="zstd")
+
+
+def sha256(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:
+    """Hex SHA-256 of a file, streamed."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def environment_record() -> dict[str, str]:
+    """Versions of the interpreter and the numerical packages, for provenance sidecars."""
+    import importlib.metadata as md
+
+    rec = {"python": platform.python_version(), "platform": platform.platform()}
+    for pkg in ("momentum-ntk", "numpy", "torch", "pandas", "pyarrow"):
+        try:
+            rec[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            rec[pkg] = "not installed"
+    return rec

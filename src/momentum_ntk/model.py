@@ -1,0 +1,49 @@
+"""The two-layer ReLU network of eq. (1), its seeded initialisation and its finite-width Gram matrix (eq. 9).
+
+    f(W, a, x) = m^{-1/2} Σ_r a_r relu(w_rᵀ x),     W = (w_1 … w_m) ∈ R^{d×m},  a ∈ {−1, +1}^m (fixed)
+
+Initialisation (paper §3.1): w_r(0) ~ N(0, I_d), a_r uniform on {−1, +1}. The draw happens on the CPU with NumPy's
+PCG64 seeded by ``(seed, m)``, so W(0) for a given (seed, m, d) is the same whatever device trains it and whichever
+other runs share the job: every method / η / β of one (dataset, m, seed) starts from the same W(0) (paired runs).
+
+Finite-width Gram matrix (eq. 9 with ∂f_i/∂w_r = m^{-1/2} a_r x_i 1{w_rᵀx_i ≥ 0}, a_r² = 1):
+
+    H(W)_ij = (x_iᵀ x_j) · (1/m) Σ_r 1{w_rᵀx_i ≥ 0} 1{w_rᵀx_j ≥ 0} = [(X Xᵀ) ⊙ (S Sᵀ)]_ij / m,   S_ir = 1{w_rᵀx_i ≥ 0}
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+
+def init_params(d: int, m: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Seeded W(0) (d, m) ~ N(0, 1) entrywise and a (m,) uniform on {−1, +1}, both float64, drawn on the CPU."""
+    if d < 1 or m < 1:
+        raise ValueError(f"need d >= 1 and m >= 1, got d={d}, m={m}")
+    rng = np.random.Generator(np.random.PCG64([int(seed), int(m)]))
+    W0 = rng.standard_normal((d, m))
+    a = rng.integers(0, 2, size=m).astype(np.float64) * 2.0 - 1.0
+    return W0, a
+
+
+def forward(X: torch.Tensor, W: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
+    """Network outputs f (n,) for inputs X (n, d), hidden weights W (d, m), output weights a (m,)."""
+    m = W.shape[-1]
+    return torch.relu(X @ W) @ a / m**0.5
+
+
+def activation_pattern(X: torch.Tensor, W: torch.Tensor) -> torch.Tensor:
+    """Boolean S (n, m) with S_ir = 1{w_rᵀ x_i ≥ 0}."""
+    return (X @ W) >= 0
+
+
+def gram_from_pattern(XXt: torch.Tensor, S: torch.Tensor) -> torch.Tensor:
+    """H = (X Xᵀ) ⊙ (S Sᵀ) / m for a precomputed Gram XXt (n, n) and a pattern S (n, m); result in XXt's dtype."""
+    Sf = S.to(XXt.dtype)
+    return XXt * (Sf @ Sf.T) / S.shape[1]
+
+
+def gram_finite(X: torch.Tensor, W: torch.Tensor) -> torch.Tensor:
+    """Finite-width Gram matrix H(W) (n, n) of eq. (9)."""
+    return gram_from_pattern(X @ X.T, activation_pattern(X, W))

@@ -1,0 +1,50 @@
+# Stage 2, NTK: the infinite-width Gram matrix H∞ of eq. (10) in closed form, its full spectrum (λ0, λmax,
+# λm = λmax + λ0/4, κ), the learning rates η = 1/(c·λm), the Lemma 2 finite-width gap per width, and a plot.
+
+
+rule ntk:
+    """Spectrum, eigenvectors and summary of H∞ for one dataset (float64, LAPACK symmetric solver; CUDA if seen)."""
+    input:
+        data=PATHS["data"],
+    output:
+        spectrum=PATHS["spectrum"],
+        summary=PATHS["ntk_summary"],
+        eigvecs=PATHS["eigvecs"],
+        finite_width=PATHS["finite_width"],
+        plot=report(
+            PATHS["spectrum_plot"],
+            category="NTK spectrum",
+            subcategory="{dataset}",
+            labels={"dataset": "{dataset}", "figure": "spectrum of H∞"},
+            caption="../report/spectrum.rst",
+        ),
+    params:
+        divisors=" ".join(str(c) for c in config["grid"]["eta_divisors"]),
+        widths=" ".join(str(m) for m in config["grid"]["widths"]),
+        gap_max_n=config["ntk"]["gap_max_n"],
+        gap_seed=config["ntk"]["gap_seed"],
+        eigvec_dtype=config["ntk"]["eigvec_dtype"],
+    threads: 2
+    resources:
+        mem_mb=ntk_mem_mb,
+    log:
+        "results/logs/ntk/{dataset}.log",
+    conda:
+        "../../envs/torch.yaml"
+    shell:
+        """
+        {WHERE} > {log} 2>&1
+        {PY} -m momentum_ntk.ntk --data {input.data} --dataset {wildcards.dataset} \
+            --eta-divisors {params.divisors} --widths {params.widths} \
+            --gap-max-n {params.gap_max_n} --gap-seed {params.gap_seed} --eigvec-dtype {params.eigvec_dtype} \
+            --device cpu --threads {threads} \
+            --spectrum {output.spectrum} --summary {output.summary} --eigvecs {output.eigvecs} \
+            --gap {output.finite_width} --plot {output.plot} >> {log} 2>&1
+        """
+
+
+rule all_ntk:
+    """NTK spectrum and summary of every configured dataset."""
+    input:
+        expand(PATHS["ntk_summary"], dataset=DATASETS),
+        expand(PATHS["spectrum_plot"], dataset=DATASETS),
