@@ -19,6 +19,17 @@ validate(config, "workflow/schemas/config.schema.yaml")
 
 
 include: "workflow/rules/common.smk"
+
+
+wildcard_constraints:
+    dataset="|".join(ALL_DATASETS),
+    method="gd|hb|nag",
+    width=r"\d+",
+    eta_divisor=r"\d+",
+    beta=r"0\.\d+|0",
+    seed=r"\d+",
+
+
 include: "workflow/rules/data.smk"
 include: "workflow/rules/ntk.smk"
 include: "workflow/rules/train.smk"

@@ -7,6 +7,8 @@ printed as ``error: ...`` on stderr and the process exits with status 2. Anythin
 
 from __future__ import annotations
 
+import os
+import socket
 import sys
 from collections.abc import Callable, Sequence
 
@@ -19,7 +21,16 @@ EXIT_USER_ERROR = 2
 
 
 def cli(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[str] | None = None) -> int:
-    """Run ``main(argv)``; map :class:`UserError` to a one-paragraph message and exit status 2."""
+    """Run ``main(argv)``; map :class:`UserError` to a one-paragraph message and exit status 2.
+
+    The first line on stderr says where the job runs (host, SLURM job id, visible GPUs), so every log shows it.
+    """
+    print(
+        f"[{main.__module__}] host={socket.gethostname()} slurm_job_id={os.environ.get('SLURM_JOB_ID', 'none')} "
+        f"cuda_visible_devices={os.environ.get('CUDA_VISIBLE_DEVICES', 'unset')}",
+        file=sys.stderr,
+        flush=True,
+    )
     try:
         rc = main(argv)
     except UserError as exc:

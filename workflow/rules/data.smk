@@ -10,19 +10,22 @@ rule fetch:
     """Raw files of one dataset, verified against pinned checksums; downloads are cached once in data.cache_dir."""
     output:
         manifest=PATHS["manifest"],
-    params:
-        source=lambda wc: source_of(wc.dataset),
-        path=lambda wc: f"--path '{local_path_of(wc.dataset)}'" if local_path_of(wc.dataset) else "",
-        cache_dir=config["data"]["cache_dir"],
     log:
         "results/logs/fetch/{dataset}.log",
     conda:
         "../../envs/data.yaml"
+    params:
+        source=lambda wc: source_of(wc.dataset),
+        path=lambda wc: (
+            f"--path '{local_path_of(wc.dataset)}'"
+            if local_path_of(wc.dataset)
+            else ""
+        ),
+        cache_dir=lambda wc, output: Path(output.manifest).parent.parent,
     shell:
         """
-        {WHERE} > {log} 2>&1
-        {PY} -m momentum_ntk.fetch --dataset {wildcards.dataset} --source {params.source} {params.path} \
-            --cache-dir {params.cache_dir} --manifest {output.manifest} >> {log} 2>&1
+        python -m momentum_ntk.fetch --dataset {wildcards.dataset} --source {params.source} {params.path} \
+            --cache-dir {params.cache_dir} --manifest {output.manifest} >{log} 2>&1
         """
 
 
@@ -33,25 +36,26 @@ rule binarize:
     output:
         data=PATHS["data"],
         record=PATHS["data_record"],
-    params:
-        classes=" ".join(str(c) for c in config["data"]["classes"]),
-        max_per_class=(
-            f"--max-per-class {config['data']['max_per_class']}" if config["data"]["max_per_class"] else ""
-        ),
-        seed=config["data"]["subsample_seed"],
-        duplicates=config["data"]["duplicates"],
-        tol=config["data"]["parallel_tol"],
     log:
         "results/logs/binarize/{dataset}.log",
     conda:
         "../../envs/data.yaml"
+    params:
+        classes=" ".join(str(c) for c in config["data"]["classes"]),
+        max_per_class=(
+            f"--max-per-class {config['data']['max_per_class']}"
+            if config["data"]["max_per_class"]
+            else ""
+        ),
+        seed=config["data"]["subsample_seed"],
+        duplicates=config["data"]["duplicates"],
+        tol=config["data"]["parallel_tol"],
     shell:
         """
-        {WHERE} > {log} 2>&1
-        {PY} -m momentum_ntk.binarize --dataset {wildcards.dataset} --manifest {input.manifest} \
+        python -m momentum_ntk.binarize --dataset {wildcards.dataset} --manifest {input.manifest} \
             --classes {params.classes} {params.max_per_class} --subsample-seed {params.seed} \
             --duplicates {params.duplicates} --parallel-tol {params.tol} \
-            --out {output.data} --record {output.record} >> {log} 2>&1
+            --out {output.data} --record {output.record} >{log} 2>&1
         """
 
 

@@ -12,6 +12,14 @@ rule train:
     output:
         run=PATHS["run"],
         meta=PATHS["run_meta"],
+    log:
+        f"results/logs/train/{RUN}.log",
+    conda:
+        "../../envs/torch.yaml"
+    threads: 1
+    resources:
+        gpu=train_gpus(),
+        mem_mb=train_mem_mb,
     params:
         steps=config["train"]["steps"],
         gram_every=config["train"]["gram_every"],
@@ -20,23 +28,14 @@ rule train:
         dtype=config["train"]["dtype"],
         device=config["train"]["device"],
         divergence_factor=config["train"]["divergence_factor"],
-    threads: 1
-    resources:
-        gpu=train_gpus(),
-        mem_mb=train_mem_mb,
-    log:
-        f"results/logs/train/{RUN}.log",
-    conda:
-        "../../envs/torch.yaml"
     shell:
         """
-        {WHERE} > {log} 2>&1
-        {PY} -m momentum_ntk.train --data {input.data} --ntk-summary {input.summary} --dataset {wildcards.dataset} \
+        python -m momentum_ntk.train --data {input.data} --ntk-summary {input.summary} --dataset {wildcards.dataset} \
             --method {wildcards.method} --width {wildcards.width} --eta-divisor {wildcards.eta_divisor} \
             --beta {wildcards.beta} --seed {wildcards.seed} --steps {params.steps} \
             --gram-every {params.gram_every} --gram-max-n {params.gram_max_n} --gram-seed {params.gram_seed} \
             --dtype {params.dtype} --device {params.device} --threads {threads} \
-            --divergence-factor {params.divergence_factor} --out {output.run} --meta {output.meta} >> {log} 2>&1
+            --divergence-factor {params.divergence_factor} --out {output.run} --meta {output.meta} >{log} 2>&1
         """
 
 

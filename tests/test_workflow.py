@@ -1,0 +1,89 @@
+"""The Snakemake workflow as a whole: config validation, the paper's full plan, lint/format, and the tiny preset."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def snakemake(*args: str, cwd: Path = ROOT, timeout: int = 600) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "snakemake", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def job_counts(stdout: str) -> dict[str, int]:
+    """Parse Snakemake's 'Job stats' table into {rule: count}."""
+    counts: dict[str, int] = {}
+    table = stdout.split("Job stats:", 1)[1]
+    for line in table.splitlines()[3:]:
+        parts = line.split()
+        if len(parts) != 2 or not parts[1].isdigit():
+            break
+        counts[parts[0]] = int(parts[1])
+    return counts
+
+
+def test_config_matches_schema_defaults():
+    """Every key of config.yaml is described in the schema, with a description and a default."""
+    schema = yaml.safe_load((ROOT / "workflow/schemas/config.schema.yaml").read_text())
+    config = yaml.safe_load((ROOT / "config.yaml").read_text())
+
+    def walk(node: dict, cfg: dict, where: str) -> None:
+        for key, value in cfg.items():
+            assert key in node["properties"], f"{where}{key} is not in the schema"
+            prop = node["properties"][key]
+            assert "description" in prop and "default" in prop, f"{where}{key} lacks a description or a default"
+            if prop.get("type") == "object" and "properties" in prop and isinstance(value, dict):
+                walk(prop, value, f"{where}{key}.")
+
+    walk(schema, config, "")
+
+
+def test_full_paper_plan_lists_480_runs():
+    proc = snakemake("-n", "--quiet", "rules")
+    assert proc.returncode == 0, proc.stderr
+    counts = job_counts(proc.stdout + proc.stderr)
+    assert counts["train"] == 3 * 160
+    assert counts["binarize"] == 3 and counts["ntk"] == 3
+
+
+def test_bad_config_value_names_the_key(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("train:\n  steps: 0\n")
+    proc = snakemake("-n", "--configfile", str(bad))
+    assert proc.returncode != 0
+    assert "steps" in proc.stderr + proc.stdout
+
+
+def test_unknown_config_key_is_rejected(tmp_path):
+    bad = tmp_path / "typo.yaml"
+    bad.write_text("grid:\n  widht: [10]\n")
+    proc = snakemake("-n", "--configfile", str(bad))
+    assert proc.returncode != 0
+    assert "widht" in proc.stderr + proc.stdout
+
+
+def test_lint_is_clean():
+    proc = snakemake("--lint")
+    out = proc.stdout + proc.stderr
+    assert "Lints for" not in out, out
+
+
+@pytest.mark.skipif(shutil.which("snakefmt") is None, reason="snakefmt not installed")
+def test_snakefmt_is_clean():
+    files = ["Snakefile", *map(str, sorted((ROOT / "workflow/rules").glob("*.smk")))]
+    proc = subprocess.run(["snakefmt", "--check", *files], cwd=ROOT, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
