@@ -25,8 +25,10 @@ def cli(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[str] 
 
     The first line on stderr says where the job runs (host, SLURM job id, visible GPUs), so every log shows it.
     """
+    spec = getattr(sys.modules.get(main.__module__), "__spec__", None)
+    stage = spec.name if spec is not None else main.__module__
     print(
-        f"[{main.__module__}] host={socket.gethostname()} slurm_job_id={os.environ.get('SLURM_JOB_ID', 'none')} "
+        f"[{stage}] host={socket.gethostname()} slurm_job_id={os.environ.get('SLURM_JOB_ID', 'none')} "
         f"cuda_visible_devices={os.environ.get('CUDA_VISIBLE_DEVICES', 'unset')}",
         file=sys.stderr,
         flush=True,
