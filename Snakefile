@@ -28,11 +28,13 @@ wildcard_constraints:
     eta_divisor=r"\d+",
     beta=r"0\.\d+|0",
     seed=r"\d+",
+    figure="|".join(FIGURES),
 
 
 include: "workflow/rules/data.smk"
 include: "workflow/rules/ntk.smk"
 include: "workflow/rules/train.smk"
+include: "workflow/rules/analysis.smk"
 
 
 rule all:
@@ -41,3 +43,4 @@ rule all:
         rules.all_data.input,
         rules.all_ntk.input,
         rules.all_runs.input,
+        rules.all_figures.input,

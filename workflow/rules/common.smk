@@ -49,7 +49,27 @@ PATHS = {
     "spectrum_plot": "results/ntk/{dataset}/spectrum.png",
     "run": f"results/runs/{RUN}.parquet",
     "run_meta": f"results/runs/{RUN}.json",
-    "logs": "results/logs",
+    "runs_long": "results/aggregate/{dataset}/runs.parquet",
+    "summary": "results/aggregate/{dataset}/summary.parquet",
+    "summary_csv": "results/aggregate/{dataset}/summary.csv",
+    "all_runs": "results/aggregate/all_runs.parquet",
+    "figure_pdf": "results/figures/{figure}_{dataset}.pdf",
+    "figure_png": "results/figures/{figure}_{dataset}.png",
+    "fig1_pdf": "results/figures/fig1_rho_nag.pdf",
+    "fig1_png": "results/figures/fig1_rho_nag.png",
+    "table1_md": "results/figures/table1.md",
+    "table1_csv": "results/figures/table1.csv",
+    "claims_md": "results/claims.md",
+    "claims_json": "results/claims.json",
+}
+
+# Per-dataset figures: name in file paths -> `python -m momentum_ntk.figures <subcommand>`.
+FIGURES = {
+    "fig2_loss": "fig2",
+    "fig3_maxdist_hb": "fig3",
+    "fig4_maxdist_nag": "fig4",
+    "width_scaling": "width",
+    "gram_lambda_min": "gram",
 }
 
 
