@@ -1,0 +1,457 @@
+"""A measured verdict (holds / fails / inconclusive) on each of the paper's claims, per dataset and setting.
+
+Run::
+
+    PYTHONPATH=src python -m momentum_ntk.claims \\
+        --summary results/aggregate/mnist/summary.parquet results/aggregate/fmnist/summary.parquet \\
+        --runs results/aggregate/mnist/runs.parquet results/aggregate/fmnist/runs.parquet \\
+        --ntk-summary results/ntk/mnist/summary.json results/ntk/fmnist/summary.json \\
+        --out-md results/claims.md --out-json results/claims.json
+
+``--runs`` may also be the single results/aggregate/all_runs.parquet. ``--ntk-summary`` is optional: it adds the
+theorem's per-iteration exponent beside the fitted one in claim 1 (numbers only; it does not change a verdict).
+
+Claims (paper §4-§5) and how each is judged; every threshold is in :data:`THRESHOLDS` and printed in claims.md:
+
+1. ``linear_convergence`` (per dataset, method, m, η, β): HB and NAG converge linearly. Uses the aggregate stage's
+   per-seed fit of log ℓ vs iteration. holds: no seed diverged, every seed's ρ = exp(slope) < 1, the worst seed's
+   R² ≥ r2_hold, the fitted window spans ≥ min_decades of loss and covers ≥ min_coverage of the run before its floor.
+   fails: a seed diverged, a seed does not decay (ρ ≥ 1), or a fit spanning ≥ min_decades has R² < r2_fail.
+   Otherwise inconclusive (too little decay or too short a window to tell, R² in between, or the loss levels off
+   above max_floor_ratio·ℓ(0): a plateau, or a floor set by low precision such as TF32).
+2. ``nag_below_hb`` (per dataset, m, η, β): NAG's loss lies below HB's at the same iteration. Compared on iterations
+   where the two are not tied (steps 0 and 1 coincide by construction), both runs exist, and not both methods have
+   reached their loss floor yet (once both sit on a floor, which is lower is noise; a plateau of only one method is
+   compared in full). holds: the seed-mean NAG loss is below the seed-mean HB loss at ≥ frac_hold of them and every seed
+   pair has NAG below at ≥ seed_frac_hold of them. fails: mean NAG below at ≤ frac_fail of them, or NAG diverged where
+   HB did not. inconclusive: fewer than min_compared_steps compared iterations, HB diverged, or in between.
+3. ``distance_width_scaling`` (per dataset, method, η, β): max_r‖w_r(t) − w_r(0)‖ shrinks with m like O(1/√m).
+   Exponent: least-squares slope of log(final max distance) vs log m per seed. inconclusive: fewer than min_widths
+   widths or seed spread (std) > max_slope_std. holds: mean slope ≤ −1/2 + slope_tol and every seed's slope < 0.
+   fails otherwise. ``matches_minus_half`` says whether |slope + 1/2| ≤ slope_tol.
+4. ``gram_stays_pd`` (per dataset, method, m, η, β): H(t) stays positive definite with λmin(H(t)) ≥ λ0/2 (Lemma 3),
+   λ0 = lambda0_rows, λmin of H∞ on the tracked rows. holds: min over seeds and tracked steps of λmin(H(t))/λ0 ≥ ½.
+   fails: below ½. inconclusive: no tracked eigenvalue, λ0 missing, or a diverged run whose tracked minimum is ≥ ½.
+
+Per dataset and claim: fails if any setting fails, holds if all hold, inconclusive otherwise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from momentum_ntk.aggregate import (
+    PAIR_KEYS,
+    RUN_KEYS,
+    SETTING_KEYS,
+    fit_runs,
+    read_ntk_summary,
+    read_runs_table,
+    read_summary,
+    width_exponents,
+)
+from momentum_ntk.errors import UserError, cli
+from momentum_ntk.io import atomic_path, write_json
+
+HOLDS, FAILS, INCONCLUSIVE = "holds", "fails", "inconclusive"
+
+THRESHOLDS: dict[str, float] = {
+    "r2_hold": 0.95,  # claim 1: worst seed's R² of the log-loss fit for 'holds'
+    "r2_fail": 0.80,  # claim 1: below this over >= min_decades the decay is clearly not linear
+    "min_decades": 2.0,  # claim 1: the fit window must span this many decades of loss
+    "min_coverage": 0.5,  # claim 1: window length / (steps before the floor or end of run)
+    "max_floor_ratio": 1e-4,  # claim 1: a loss plateau above this fraction of ℓ(0) is no numerical floor
+    "frac_hold": 0.95,  # claim 2: fraction of compared iterations with mean NAG < mean HB for 'holds'
+    "seed_frac_hold": 0.90,  # claim 2: the same fraction for the worst seed pair
+    "frac_fail": 0.75,  # claim 2: at or below this, NAG is above HB too often: 'fails'
+    "min_compared_steps": 50,  # claim 2: fewer compared iterations is 'inconclusive'
+    "tie_rtol": 1e-12,  # claim 2: |NAG − HB| <= tie_rtol·HB counts as a tie (not compared)
+    "min_widths": 3,  # claim 3: widths needed for an exponent
+    "slope_tol": 0.15,  # claim 3: 'holds' needs slope <= -1/2 + slope_tol; 'matches' needs |slope + 1/2| <= it
+    "max_slope_std": 0.2,  # claim 3: larger seed spread is 'inconclusive'
+    "gram_ratio": 0.5,  # claim 4: Lemma 3's λmin(H(t)) >= λ0/2
+}
+
+CLAIMS = {
+    "linear_convergence": ("HB and NAG converge linearly (training loss decays at a linear rate)", "§5.2, Fig. 2"),
+    "nag_below_hb": ("NAG's training loss lies below HB's at the same iteration, in every setting", "§5.2, Fig. 2"),
+    "distance_width_scaling": ("max_r ‖w_r(t) − w_r(0)‖ decreases with the width m, like O(1/√m)",
+                               "§5.2, Figs. 3-4, Lemmas 4 and 6"),
+    "gram_stays_pd": ("H(t) stays positive definite with λmin(H(t)) ≥ λ0/2 during training", "Lemma 3"),
+}
+
+
+def _fmt(x: Any, nd: int = 3) -> str:
+    if isinstance(x, (bool, np.bool_)):
+        return str(bool(x))
+    if isinstance(x, (int, np.integer)):
+        return str(int(x))
+    if isinstance(x, (float, np.floating)):
+        return "nan" if not math.isfinite(x) else f"{x:.{nd}g}"
+    return str(x)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# The four claims
+
+
+def claim_linear(summary: pd.DataFrame, theorem: pd.DataFrame | None = None, th: dict = THRESHOLDS) -> pd.DataFrame:
+    """Claim 1 per setting from the aggregate summary (see module docstring)."""
+    rows = []
+    for _, r in summary.iterrows():
+        row = {k: r[k] for k in SETTING_KEYS}
+        row.update(n_seeds=int(r["n_seeds"]), n_diverged=int(r["n_diverged"]), rho=float(r["rate_rho"]),
+                   rho_max=float(r["rate_rho_max"]), r2_min=float(r["rate_r2_min"]),
+                   decades_min=float(r["rate_decades_min"]), coverage=float(r["rate_coverage_min"]),
+                   floor_ratio_max=float(r["rate_floor_ratio_max"]),
+                   window=f"{r['rate_start_mean']:.0f}-{r['rate_end_mean']:.0f}")
+        if row["n_diverged"] > 0:
+            v, why = FAILS, f"{row['n_diverged']}/{row['n_seeds']} seeds diverged"
+        elif not math.isfinite(row["rho_max"]):
+            v, why = INCONCLUSIVE, "no rate could be fitted"
+        elif row["rho_max"] >= 1:
+            v, why = FAILS, f"a seed does not decay (ρ_max = {row['rho_max']:.4g} >= 1)"
+        elif row["decades_min"] >= th["min_decades"] and row["r2_min"] < th["r2_fail"]:
+            v, why = FAILS, (f"R² {row['r2_min']:.3f} < {th['r2_fail']} over {row['decades_min']:.1f} decades: "
+                             "not linear")
+        elif row["floor_ratio_max"] > th["max_floor_ratio"]:
+            v, why = INCONCLUSIVE, (f"the loss levels off at {row['floor_ratio_max']:.2g}·ℓ(0) (> "
+                                    f"{th['max_floor_ratio']:g}): a plateau, or a low-precision floor")
+        elif (row["r2_min"] >= th["r2_hold"] and row["decades_min"] >= th["min_decades"]
+              and row["coverage"] >= th["min_coverage"]):
+            v, why = HOLDS, (f"ρ = {row['rho']:.5g} < 1, R² >= {row['r2_min']:.3f} over >= "
+                             f"{row['decades_min']:.1f} decades, >= {row['coverage']:.0%} of the run")
+        else:
+            parts = []
+            if row["decades_min"] < th["min_decades"]:
+                parts.append(f"only {row['decades_min']:.2g} decades fitted (< {th['min_decades']})")
+            if row["r2_min"] < th["r2_hold"]:
+                parts.append(f"R² {row['r2_min']:.3f} < {th['r2_hold']}")
+            if not row["coverage"] >= th["min_coverage"]:
+                parts.append(f"window covers {row['coverage']:.0%} of the run (< {th['min_coverage']:.0%})")
+            v, why = INCONCLUSIVE, "; ".join(parts)
+        row.update(verdict=v, reason=why)
+        rows.append(row)
+    out = pd.DataFrame(rows)
+    if theorem is not None and not out.empty:
+        out = out.merge(theorem, on=SETTING_KEYS, how="left")
+        out["fitted_over_theorem"] = -np.log(out["rho"]) / out["theorem_exponent"]
+    return out
+
+
+def _compare_pair(hb: pd.DataFrame, nag: pd.DataFrame, cutoff: float, tie_rtol: float) -> dict[str, Any]:
+    """Fractions of compared iterations where NAG < HB: for the seed means and per seed pair."""
+    def wide(g: pd.DataFrame) -> pd.DataFrame:
+        w = g.pivot_table(index="step", columns="seed", values="loss", aggfunc="first")
+        return w.where(np.isfinite(w))
+
+    h, n = wide(hb), wide(nag)
+    steps = h.index.intersection(n.index)
+    steps = steps[steps < cutoff]
+    h, n = h.loc[steps], n.loc[steps]
+    hm, nm = h.mean(axis=1, skipna=False), n.mean(axis=1, skipna=False)
+    ok = np.isfinite(hm) & np.isfinite(nm) & ((hm - nm).abs() > tie_rtol * hm.abs())
+    frac = float((nm[ok] < hm[ok]).mean()) if ok.any() else math.nan
+    seed_fracs = []
+    for s in h.columns.intersection(n.columns):
+        a, b = h[s], n[s]
+        k = np.isfinite(a) & np.isfinite(b) & ((a - b).abs() > tie_rtol * a.abs())
+        if k.any():
+            seed_fracs.append(float((b[k] < a[k]).mean()))
+    last = steps[ok.to_numpy()][-1] if ok.any() else None
+    return {
+        "n_compared": int(ok.sum()),
+        "first_compared": int(steps[ok.to_numpy()][0]) if ok.any() else -1,
+        "last_compared": int(last) if last is not None else -1,
+        "frac_mean_below": frac,
+        "n_seed_pairs": len(seed_fracs),
+        "seed_frac_mean": float(np.mean(seed_fracs)) if seed_fracs else math.nan,
+        "seed_frac_min": float(np.min(seed_fracs)) if seed_fracs else math.nan,
+        "ratio_at_last": float(nm.loc[last] / hm.loc[last]) if last is not None else math.nan,
+    }
+
+
+def _first_floor(fits: pd.DataFrame) -> float:
+    """Earliest detected floor step over the seeds of one method; inf if none of them levels off."""
+    floors = fits["floor_step"].to_numpy(dtype=float)
+    return float(np.nanmin(floors)) if np.isfinite(floors).any() else math.inf
+
+
+def claim_nag_below(runs: pd.DataFrame, th: dict = THRESHOLDS) -> pd.DataFrame:
+    """Claim 2 per (dataset, width, eta_divisor, beta) from the long run table (see module docstring)."""
+    runs = runs.assign(method=runs["method"].str.lower())
+    fits = fit_runs(runs[runs["method"].isin(["hb", "nag"])])
+    rows = []
+    for key, g in runs[runs["method"].isin(["hb", "nag"])].groupby(PAIR_KEYS, sort=True):
+        hb, nag = g[g["method"] == "hb"], g[g["method"] == "nag"]
+        row = dict(zip(PAIR_KEYS, key))
+        if hb.empty or nag.empty:
+            row.update(verdict=INCONCLUSIVE, reason=f"only {'HB' if nag.empty else 'NAG'} runs present")
+            rows.append(row)
+            continue
+        f = fits[(fits[PAIR_KEYS] == list(key)).all(axis=1)]
+        cutoff = max(_first_floor(f[f["method"] == m]) for m in ("hb", "nag"))
+        hb_div, nag_div = bool(hb["diverged"].any()), bool(nag["diverged"].any())
+        row.update(_compare_pair(hb, nag, cutoff, th["tie_rtol"]))
+        row.update(hb_diverged=hb_div, nag_diverged=nag_div, floor_cutoff=cutoff,
+                   rho_hb=float(np.exp(f.loc[f["method"] == "hb", "slope"].mean())),
+                   rho_nag=float(np.exp(f.loc[f["method"] == "nag", "slope"].mean())))
+        fm, sm = row["frac_mean_below"], row["seed_frac_min"]
+        if nag_div and not hb_div:
+            v, why = FAILS, "NAG diverged where HB did not"
+        elif hb_div:
+            v, why = INCONCLUSIVE, "HB diverged" + (" (and NAG)" if nag_div else "")
+        elif row["n_compared"] < th["min_compared_steps"]:
+            v, why = INCONCLUSIVE, f"only {row['n_compared']} comparable iterations (< {th['min_compared_steps']})"
+        elif fm >= th["frac_hold"] and sm >= th["seed_frac_hold"]:
+            v, why = HOLDS, (f"mean NAG < mean HB at {fm:.1%} of {row['n_compared']} iterations; worst seed pair "
+                             f"{sm:.1%}")
+        elif fm <= th["frac_fail"]:
+            v, why = FAILS, (f"mean NAG < mean HB at only {fm:.1%} of {row['n_compared']} iterations "
+                             f"(NAG at or above HB at {1 - fm:.1%})")
+        else:
+            v, why = INCONCLUSIVE, (f"mean NAG below at {fm:.1%}, worst seed pair {sm:.1%} (holds needs "
+                                    f"{th['frac_hold']:.0%} / {th['seed_frac_hold']:.0%}, fails at <= "
+                                    f"{th['frac_fail']:.0%})")
+        row.update(verdict=v, reason=why)
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def claim_width_scaling(runs: pd.DataFrame, th: dict = THRESHOLDS) -> pd.DataFrame:
+    """Claim 3 per (dataset, method, eta_divisor, beta) from the long run table (see module docstring)."""
+    runs = runs.assign(method=runs["method"].str.lower())
+    expo = width_exponents(runs)
+    keys = ["dataset", "method", "eta_divisor", "beta"]
+    rows = []
+    for key, g in runs.groupby(keys, sort=True):
+        e = expo[(expo[keys] == list(key)).all(axis=1)] if not expo.empty else expo
+        sl = e["slope"].to_numpy(dtype=float) if not e.empty else np.array([])
+        sl = sl[np.isfinite(sl)]
+        n_w = int(e["n_widths"].max()) if not e.empty else 0
+        row = dict(zip(keys, key))
+        row.update(
+            widths=",".join(str(int(w)) for w in sorted(g["width"].unique())), n_widths=n_w, n_seeds=int(sl.size),
+            n_diverged_runs=int(g.groupby(["width", "seed"])["diverged"].first().sum()),
+            slope_mean=float(sl.mean()) if sl.size else math.nan,
+            slope_std=float(sl.std(ddof=1)) if sl.size > 1 else (0.0 if sl.size == 1 else math.nan),
+            slope_min=float(sl.min()) if sl.size else math.nan, slope_max=float(sl.max()) if sl.size else math.nan,
+        )
+        row["matches_minus_half"] = bool(sl.size and abs(row["slope_mean"] + 0.5) <= th["slope_tol"])
+        if n_w < th["min_widths"] or not sl.size:
+            v, why = INCONCLUSIVE, f"{n_w} usable width(s) (< {th['min_widths']})"
+        elif row["slope_std"] > th["max_slope_std"]:
+            v, why = INCONCLUSIVE, f"seed spread of the exponent {row['slope_std']:.3f} > {th['max_slope_std']}"
+        elif row["slope_mean"] <= -0.5 + th["slope_tol"] and row["slope_max"] < 0:
+            v, why = HOLDS, (f"exponent {row['slope_mean']:+.3f} ± {row['slope_std']:.3f} (paper −1/2)"
+                             + ("" if row["matches_minus_half"] else "; decays faster than 1/√m"))
+        else:
+            v, why = FAILS, (f"exponent {row['slope_mean']:+.3f} ± {row['slope_std']:.3f}, above −1/2 + "
+                             f"{th['slope_tol']} (worst seed {row['slope_max']:+.3f})")
+        if row["n_diverged_runs"]:
+            why += f"; {row['n_diverged_runs']} diverged run(s) left out"
+        row.update(verdict=v, reason=why)
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def claim_gram(summary: pd.DataFrame, runs: pd.DataFrame, th: dict = THRESHOLDS) -> pd.DataFrame:
+    """Claim 4 per setting: summary's min λmin(H)/λ0 plus tracked-step counts from the runs."""
+    runs = runs.assign(tracked=np.isfinite(runs["lambda_min_H"]))
+    per_run = runs.groupby(RUN_KEYS, sort=True).agg(
+        n_tracked=("tracked", "sum"), lambda_min=("lambda_min_H", "min"), lambda0=("lambda0_rows", "first"))
+    per_set = per_run.groupby(SETTING_KEYS, sort=True).agg(
+        n_tracked_min=("n_tracked", "min"), lambda_min_H_min=("lambda_min", "min"), lambda0_rows=("lambda0", "min"))
+    rows = []
+    for _, r in summary.iterrows():
+        key = tuple(r[k] for k in SETTING_KEYS)
+        extra = per_set.loc[key] if key in per_set.index else None
+        row = {k: r[k] for k in SETTING_KEYS}
+        ratio = float(r["gram_ratio_min"])
+        row.update(n_seeds=int(r["n_seeds"]), n_diverged=int(r["n_diverged"]), gram_ratio_min=ratio,
+                   gram_ratio_min_mean=float(r["gram_ratio_min_mean"]),
+                   n_tracked_min=int(extra["n_tracked_min"]) if extra is not None else 0,
+                   lambda_min_H_min=float(extra["lambda_min_H_min"]) if extra is not None else math.nan,
+                   lambda0_rows=float(extra["lambda0_rows"]) if extra is not None else math.nan)
+        row["positive_definite"] = bool(row["lambda_min_H_min"] > 0)
+        if not math.isfinite(ratio) or row["n_tracked_min"] == 0:
+            v, why = INCONCLUSIVE, "no tracked λmin(H(t)) or λ0 of the tracked rows"
+        elif ratio < th["gram_ratio"]:
+            v, why = FAILS, (f"min λmin(H(t))/λ0 = {ratio:.3f} < {th['gram_ratio']}"
+                             + ("" if row["positive_definite"] else "; H(t) not even positive definite"))
+        elif row["n_diverged"]:
+            v, why = INCONCLUSIVE, f"{row['n_diverged']} seed(s) diverged; tracked minimum {ratio:.3f}"
+        else:
+            v, why = HOLDS, f"min λmin(H(t))/λ0 = {ratio:.3f} >= {th['gram_ratio']} ({row['n_tracked_min']}+ steps)"
+        row.update(verdict=v, reason=why)
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Roll-up and reports
+
+
+def dataset_verdict(verdicts: Sequence[str]) -> str:
+    """fails if any setting fails, holds if all hold, inconclusive otherwise (also when there are none)."""
+    v = list(verdicts)
+    if FAILS in v:
+        return FAILS
+    if v and all(x == HOLDS for x in v):
+        return HOLDS
+    return INCONCLUSIVE
+
+
+def theorem_table(summary: pd.DataFrame, ntk: Sequence[dict]) -> pd.DataFrame:
+    """Theorem per-iteration exponent per setting (NaN for a dataset without an NTK summary)."""
+    from momentum_ntk.figures import theorem_exponent  # the one definition of the theorem rates
+
+    by_ds = {str(r["dataset"]): r for r in ntk}
+    rows = []
+    for _, r in summary.iterrows():
+        rec = by_ds.get(str(r["dataset"]))
+        if rec is None:
+            theo = math.nan
+        else:
+            eta = float(rec["eta"].get(str(int(r["eta_divisor"])), r["eta"]))
+            theo = theorem_exponent(str(r["method"]), float(rec["lambda0"]), eta)
+        rows.append({**{k: r[k] for k in SETTING_KEYS}, "theorem_exponent": theo})
+    return pd.DataFrame(rows, columns=[*SETTING_KEYS, "theorem_exponent"])
+
+
+def evaluate(summary: pd.DataFrame, runs: pd.DataFrame, ntk: Sequence[dict] = (), th: dict = THRESHOLDS) -> dict:
+    """All four claims: {claim id: DataFrame of settings with 'verdict' and 'reason' columns}."""
+    theorem = theorem_table(summary, ntk) if ntk else None
+    return {
+        "linear_convergence": claim_linear(summary, theorem, th),
+        "nag_below_hb": claim_nag_below(runs, th),
+        "distance_width_scaling": claim_width_scaling(runs, th),
+        "gram_stays_pd": claim_gram(summary, runs, th),
+    }
+
+
+def _records(df: pd.DataFrame) -> list[dict[str, Any]]:
+    out = []
+    for rec in df.to_dict(orient="records"):
+        clean = {}
+        for k, v in rec.items():
+            if isinstance(v, (np.integer,)):
+                v = int(v)
+            elif isinstance(v, (np.floating, float)):
+                v = float(v) if math.isfinite(v) else None
+            elif isinstance(v, np.bool_):
+                v = bool(v)
+            clean[k] = v
+        out.append(clean)
+    return out
+
+
+def to_json(results: dict[str, pd.DataFrame], datasets: Sequence[str], th: dict = THRESHOLDS) -> dict[str, Any]:
+    """The machine-readable twin of claims.md (NaN written as null)."""
+    claims = []
+    for cid, df in results.items():
+        statement, where = CLAIMS[cid]
+        by_ds = {}
+        for ds in datasets:
+            v = df.loc[df["dataset"] == ds, "verdict"].tolist() if not df.empty else []
+            by_ds[ds] = {"verdict": dataset_verdict(v),
+                         "counts": {k: v.count(k) for k in (HOLDS, FAILS, INCONCLUSIVE)}}
+        claims.append({"id": cid, "statement": statement, "paper": where, "by_dataset": by_ds,
+                       "settings": _records(df)})
+    return {"thresholds": dict(th), "datasets": list(datasets), "claims": claims}
+
+
+MD_COLUMNS = {
+    "linear_convergence": ["dataset", "method", "width", "eta_divisor", "beta", "verdict", "rho", "r2_min",
+                           "decades_min", "coverage", "window", "floor_ratio_max", "n_diverged", "theorem_exponent",
+                           "fitted_over_theorem", "reason"],
+    "nag_below_hb": ["dataset", "width", "eta_divisor", "beta", "verdict", "frac_mean_below", "seed_frac_min",
+                     "n_compared", "ratio_at_last", "rho_hb", "rho_nag", "reason"],
+    "distance_width_scaling": ["dataset", "method", "eta_divisor", "beta", "verdict", "widths", "slope_mean",
+                               "slope_std", "slope_min", "slope_max", "n_seeds", "matches_minus_half", "reason"],
+    "gram_stays_pd": ["dataset", "method", "width", "eta_divisor", "beta", "verdict", "gram_ratio_min",
+                      "gram_ratio_min_mean", "positive_definite", "n_tracked_min", "reason"],
+}
+
+
+def to_markdown(report: dict[str, Any], results: dict[str, pd.DataFrame]) -> str:
+    """claims.md: verdict overview, thresholds, then one table of settings per claim."""
+    datasets = report["datasets"]
+    lines = ["# Claims of Liu et al. (2023), measured", "",
+             "Verdict per dataset: **fails** if any setting fails, **holds** if every setting holds, otherwise "
+             "**inconclusive**. Counts are settings (holds / fails / inconclusive).", "",
+             "| claim | paper | " + " | ".join(datasets) + " |", "| --- | --- | " + " | ".join("---" for _ in datasets)
+             + " |"]
+    for c in report["claims"]:
+        cells = [f"**{c['by_dataset'][d]['verdict']}** ({c['by_dataset'][d]['counts'][HOLDS]}/"
+                 f"{c['by_dataset'][d]['counts'][FAILS]}/{c['by_dataset'][d]['counts'][INCONCLUSIVE]})"
+                 for d in datasets]
+        lines.append(f"| {c['id']}: {c['statement']} | {c['paper']} | " + " | ".join(cells) + " |")
+    lines += ["", "## Thresholds", "", "| name | value |", "| --- | --- |"]
+    lines += [f"| {k} | {v:g} |" for k, v in report["thresholds"].items()]
+    lines += ["", "How each threshold is used: module docstring of `momentum_ntk.claims`, and below per claim."]
+    doc = {
+        "linear_convergence": "holds: no divergence, ρ = exp(slope) < 1 for every seed, worst-seed R² ≥ r2_hold over "
+                              "≥ min_decades, window ≥ min_coverage of the run before its floor. fails: divergence, "
+                              "ρ ≥ 1, or R² < r2_fail over ≥ min_decades. A plateau above max_floor_ratio·ℓ(0) is "
+                              "inconclusive. η is shown as its divisor c in η = 1/(cλm).",
+        "nag_below_hb": "Compared on non-tied iterations until both methods have reached a loss floor. holds: mean NAG "
+                        "< mean HB at ≥ frac_hold and every seed pair at ≥ seed_frac_hold. fails: ≤ frac_fail, or NAG "
+                        "alone diverged. ratio_at_last: mean NAG / mean HB at the last compared iteration.",
+        "distance_width_scaling": "Exponent = slope of log(final max distance) vs log m per seed. holds: mean ≤ −1/2 + "
+                                  "slope_tol and every seed < 0. inconclusive: < min_widths widths or std > "
+                                  "max_slope_std. fails otherwise.",
+        "gram_stays_pd": "λ0 = λmin(H∞) on the tracked rows (lambda0_rows). holds: min ratio ≥ gram_ratio; fails: "
+                         "below it.",
+    }
+    for c in report["claims"]:
+        df = results[c["id"]]
+        lines += ["", f"## {c['id']}: {c['statement']} ({c['paper']})", "", doc[c["id"]], ""]
+        if df.empty:
+            lines.append("_no settings to judge_")
+            continue
+        cols = [k for k in MD_COLUMNS[c["id"]] if k in df.columns]
+        lines += ["| " + " | ".join(cols) + " |", "| " + " | ".join("---" for _ in cols) + " |"]
+        for rec in df[cols].itertuples(index=False):
+            cells = [f"**{x}**" if col == "verdict" else _fmt(x) for col, x in zip(cols, rec)]
+            lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# CLI
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m momentum_ntk.claims", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--summary", nargs="+", required=True, help="per-dataset summary.parquet (aggregate stage)")
+    ap.add_argument("--runs", nargs="+", required=True, help="per-dataset runs.parquet or all_runs.parquet")
+    ap.add_argument("--ntk-summary", nargs="*", default=[], help="per-dataset NTK summary.json (optional)")
+    ap.add_argument("--out-md", required=True)
+    ap.add_argument("--out-json", required=True)
+    args = ap.parse_args(argv)
+
+    summary = pd.concat([read_summary(p) for p in args.summary], ignore_index=True)
+    runs = pd.concat([read_runs_table(p) for p in args.runs], ignore_index=True)
+    datasets = sorted(summary["dataset"].unique())
+    missing = sorted(set(datasets) - set(runs["dataset"].unique()))
+    if missing:
+        raise UserError(f"--runs {args.runs} hold no rows for dataset(s) {missing} that --summary has")
+    runs = runs[runs["dataset"].isin(datasets)]
+    ntk = [read_ntk_summary(p) for p in args.ntk_summary]
+    results = evaluate(summary, runs, ntk)
+    report = to_json(results, datasets)
+    write_json(args.out_json, report)
+    with atomic_path(args.out_md) as tmp:
+        tmp.write_text(to_markdown(report, results))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(cli(main))

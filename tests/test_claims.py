@@ -1,0 +1,173 @@
+"""Tests of the claims stage (src/momentum_ntk/claims.py): verdicts on constructed runs where the answer is known.
+
+Run: PYTHONPATH=src python -m pytest tests/test_claims.py -q
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from momentum_ntk import claims
+from momentum_ntk.aggregate import runs_to_arrow, summarize
+from momentum_ntk.claims import FAILS, HOLDS, INCONCLUSIVE
+from momentum_ntk.errors import cli
+
+Curve = Callable[[np.ndarray, int], np.ndarray]
+
+
+def hb_curve(t: np.ndarray, seed: int) -> np.ndarray:
+    return (1.0 + 0.1 * seed) * 0.95**t
+
+
+def nag_curve(t: np.ndarray, seed: int) -> np.ndarray:
+    return (1.0 + 0.1 * seed) * 0.92**t
+
+
+def long_table(dataset: str = "toy", *, steps: int = 300, widths=(100, 400, 1600), seeds=(0, 1, 2),
+               hb: Curve = hb_curve, nag: Curve = nag_curve, dist_exponent: float = -0.5, gram: float = 0.8,
+               diverged: frozenset = frozenset()) -> pd.DataFrame:
+    """Runs of one (η, β) with the given loss curves, max distance ∝ m^dist_exponent and λmin(H)/λ0 ≥ ``gram``."""
+    t = np.arange(steps + 1)
+    frames = []
+    for method, curve in (("hb", hb), ("nag", nag)):
+        for width in widths:
+            for seed in seeds:
+                loss = curve(t, seed)
+                lam = np.where(t % 10 == 0, 0.2 * (1 - (1 - gram) * t / steps), np.nan)
+                frames.append(pd.DataFrame({
+                    "dataset": dataset, "method": method, "width": width, "eta_divisor": 10, "eta": 0.05,
+                    "beta": 0.9, "seed": seed, "step": t, "loss": loss,
+                    "max_dist": (1 - np.exp(-t / 30)) * (1 + 0.05 * seed) * float(width) ** dist_exponent,
+                    "lambda_min_H": lam, "lambda_max_H": 5 * lam, "pattern_changed": 0 * lam, "lambda0_rows": 0.2,
+                    "diverged": (method, width, seed) in diverged,
+                }))
+    return runs_to_arrow(pd.concat(frames, ignore_index=True)).to_pandas()
+
+
+def verdicts(runs: pd.DataFrame) -> dict[str, list[str]]:
+    res = claims.evaluate(summarize(runs, [10, 100]), runs)
+    return {cid: df["verdict"].tolist() for cid, df in res.items()}
+
+
+def test_clean_case_every_claim_holds() -> None:
+    v = verdicts(long_table())
+    assert set(v["linear_convergence"]) == {HOLDS} and len(v["linear_convergence"]) == 6
+    assert v["nag_below_hb"] == [HOLDS] * 3
+    assert v["distance_width_scaling"] == [HOLDS, HOLDS]
+    assert set(v["gram_stays_pd"]) == {HOLDS}
+
+
+def test_crossing_curves_fail_nag_below_hb() -> None:
+    def nag_fast_then_slow(t: np.ndarray, seed: int) -> np.ndarray:
+        # below HB until about step 116, above it afterwards: a steady slow decay, no floor
+        return (1.0 + 0.1 * seed) * np.exp(np.log(0.9) * np.minimum(t, 50) + np.log(0.99) * np.maximum(t - 50, 0))
+
+    res = claims.evaluate(summarize(long_table(nag=nag_fast_then_slow), [10]), long_table(nag=nag_fast_then_slow))
+    below = res["nag_below_hb"]
+    assert below["verdict"].tolist() == [FAILS] * 3
+    assert below["frac_mean_below"].between(0.3, 0.45).all()
+
+
+def test_nag_slightly_above_hb_at_times_is_inconclusive() -> None:
+    def nag_wobbly(t: np.ndarray, seed: int) -> np.ndarray:
+        # NAG = HB·(1 − 0.5 sin): above HB on about 15 % of the iterations (sin < 0 there)
+        return hb_curve(t, seed) * (1 - 0.5 * np.sin(2 * np.pi * t / 40 + 1.0) - 0.4)
+
+    runs = long_table(nag=nag_wobbly)
+    res = claims.evaluate(summarize(runs, [10]), runs)["nag_below_hb"]
+    assert res["verdict"].tolist() == [INCONCLUSIVE] * 3
+    assert res["frac_mean_below"].between(0.75, 0.95).all()
+
+
+def test_numerical_floor_is_left_out_of_the_comparison() -> None:
+    def noisy_floor(rate: float, salt: int) -> Curve:
+        def curve(t: np.ndarray, seed: int) -> np.ndarray:
+            noise = np.exp(np.random.default_rng([seed, salt]).normal(0.0, 0.3, t.size))
+            return (1.0 + 0.1 * seed) * rate**t + 1e-9 * noise
+        return curve
+
+    # NAG reaches the floor near step 250, HB near step 400; after that the two are noise for 200 iterations
+    runs = long_table(steps=600, hb=noisy_floor(0.95, 1), nag=noisy_floor(0.92, 2))
+    below = claims.evaluate(summarize(runs, [10]), runs)["nag_below_hb"]
+    assert below["verdict"].tolist() == [HOLDS] * 3
+    assert below["floor_cutoff"].between(380, 430).all()
+    assert (below["n_compared"] < 430).all()
+
+
+def test_too_short_runs_are_inconclusive() -> None:
+    v = verdicts(long_table(steps=30))
+    assert v["nag_below_hb"] == [INCONCLUSIVE] * 3  # 30 compared iterations < min_compared_steps
+    assert set(v["linear_convergence"]) == {INCONCLUSIVE}  # HB falls 0.7 - 1 decades, < min_decades
+
+
+def test_width_gram_and_divergence_failures() -> None:
+    v = verdicts(long_table(dist_exponent=0.0, gram=0.4, diverged=frozenset({("hb", 400, 1)})))
+    assert v["distance_width_scaling"] == [FAILS, FAILS]
+    assert set(v["gram_stays_pd"]) == {FAILS}
+    lin = claims.evaluate(summarize(long_table(diverged=frozenset({("hb", 400, 1)})), [10]),
+                          long_table(diverged=frozenset({("hb", 400, 1)})))["linear_convergence"]
+    assert lin.set_index(["method", "width"]).loc[("hb", 400), "verdict"] == FAILS
+    assert (lin["verdict"] == HOLDS).sum() == 5
+    assert verdicts(long_table(widths=(100, 400)))["distance_width_scaling"] == [INCONCLUSIVE] * 2
+
+
+def test_loss_plateau_is_inconclusive_not_linear() -> None:
+    def plateau(t: np.ndarray, seed: int) -> np.ndarray:
+        return (1.0 + 0.1 * seed) * (0.9**t + 1e-3)
+
+    lin = claims.evaluate(summarize(long_table(nag=plateau), [10]), long_table(nag=plateau))["linear_convergence"]
+    nag = lin[lin["method"] == "nag"]
+    assert nag["verdict"].tolist() == [INCONCLUSIVE] * 3
+    assert nag["reason"].str.contains("levels off").all()
+    # HB keeps falling below NAG's plateau: NAG is not below HB, so the plateau must not be cut off the comparison
+    below = claims.evaluate(summarize(long_table(nag=plateau), [10]), long_table(nag=plateau))["nag_below_hb"]
+    assert below["verdict"].tolist() == [FAILS] * 3
+
+
+def test_cli_writes_markdown_and_json_for_two_datasets(tmp_path: Path) -> None:
+    args = []
+    for ds, nag in (("a", nag_curve), ("b", lambda t, s: hb_curve(t, s) * np.where(t < 150, 0.5, 2.0))):
+        runs = long_table(ds, nag=nag)
+        rp, sp = tmp_path / f"{ds}_runs.parquet", tmp_path / f"{ds}_summary.parquet"
+        pq.write_table(runs_to_arrow(runs), rp)
+        pq.write_table(pa.Table.from_pandas(summarize(runs, [10]), preserve_index=False), sp)
+        args.append((rp, sp))
+    ntk = tmp_path / "a_ntk.json"
+    ntk.write_text(json.dumps({"dataset": "a", "lambda0": 0.1, "eta": {"10": 0.05}}))
+    md, js = tmp_path / "claims.md", tmp_path / "claims.json"
+    argv = ["--summary", *(str(s) for _, s in args), "--runs", *(str(r) for r, _ in args), "--ntk-summary", str(ntk),
+            "--out-md", str(md), "--out-json", str(js)]
+    assert cli(claims.main, argv) == 0
+    report = json.loads(js.read_text())
+    by_id = {c["id"]: c for c in report["claims"]}
+    assert by_id["nag_below_hb"]["by_dataset"]["a"]["verdict"] == HOLDS
+    assert by_id["nag_below_hb"]["by_dataset"]["b"] == {"verdict": FAILS, "counts": {HOLDS: 0, FAILS: 3,
+                                                                                      INCONCLUSIVE: 0}}
+    lin_a = [s for s in by_id["linear_convergence"]["settings"] if s["dataset"] == "a"]
+    assert all(s["theorem_exponent"] > 0 for s in lin_a)
+    assert report["thresholds"]["frac_hold"] == claims.THRESHOLDS["frac_hold"]
+    text = md.read_text()
+    assert "| nag_below_hb" in text and "**fails** (0/3/0)" in text and "max_slope_std" in text
+
+
+def test_missing_dataset_in_runs_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    runs = long_table("a", steps=40)
+    rp, sp = tmp_path / "runs.parquet", tmp_path / "summary.parquet"
+    pq.write_table(runs_to_arrow(runs), rp)
+    pq.write_table(pa.Table.from_pandas(summarize(runs.assign(dataset="z"), [10]), preserve_index=False), sp)
+    argv = ["--summary", str(sp), "--runs", str(rp), "--out-md", str(tmp_path / "c.md"), "--out-json",
+            str(tmp_path / "c.json")]
+    assert cli(claims.main, argv) == 2
+    assert "'z'" in capsys.readouterr().err
+    bad = tmp_path / "bad_summary.parquet"
+    pq.write_table(pa.table({"dataset": ["a"]}), bad)
+    assert cli(claims.main, ["--summary", str(bad), *argv[2:]]) == 2
+    assert str(bad) in capsys.readouterr().err
