@@ -20,9 +20,10 @@ How it works
   is free, or raise :class:`LeaseTimeout` after ``timeout`` seconds (``$MOMENTUM_NTK_LEASE_TIMEOUT``; default: wait
   forever, since Snakemake's ``--resources gpu=K`` normally prevents over-subscription in the first place).
 * ``CUDA_VISIBLE_DEVICES`` (which SLURM sets for ``--gpus`` jobs) is respected: the lease hands out the *visible*
-  indices ``cuda:0 .. cuda:k-1``, but the lock file is keyed by the *physical* id listed in ``CUDA_VISIBLE_DEVICES``
-  (and the host name), so two jobs that see different subsets of the same machine's GPUs collide exactly when they
-  share a physical device.
+  indices ``cuda:0 .. cuda:k-1``, but the lock file is keyed by the *physical* device (and the host name), so two
+  jobs that see different subsets of the same machine's GPUs collide exactly when they share a physical device. The
+  physical key is the GPU's UUID when torch reports it, else the entry of ``CUDA_VISIBLE_DEVICES`` (``"3,5"``: keys
+  3 and 5), else the index.
 * The number of devices comes from ``torch.cuda.device_count()``; tests (and dry runs) inject it with
   ``$MOMENTUM_NTK_FAKE_GPUS=<k>`` or the ``device_count`` argument.
 
@@ -82,43 +83,64 @@ def default_lock_dir() -> Path:
     return Path(f"/tmp/momentum-ntk-gpu-locks-{os.getuid()}")
 
 
-def _device_count(device_count: int | None) -> int:
-    if device_count is not None:
-        return max(0, int(device_count))
-    fake = os.environ.get(ENV_FAKE_GPUS)
-    if fake not in (None, ""):
-        try:
-            return max(0, int(fake))
-        except ValueError:
-            raise UserError(f"{ENV_FAKE_GPUS}={fake!r} is not an integer; unset it or give a device count") from None
+def _torch_devices() -> tuple[int, list[str | None]]:
+    """(torch.cuda.device_count(), each visible device's UUID or None); (0, []) without a usable CUDA."""
     try:
         import torch
     except ImportError:
-        return 0
+        return 0, []
     try:
-        return int(torch.cuda.device_count()) if torch.cuda.is_available() else 0
+        if not torch.cuda.is_available():
+            return 0, []
+        count = int(torch.cuda.device_count())
     except Exception:  # a broken driver counts as no GPU; the job then runs on the CPU ("auto") or fails ("cuda")
-        return 0
+        return 0, []
+    uuids: list[str | None] = []
+    for i in range(count):
+        try:
+            uuid = getattr(torch.cuda.get_device_properties(i), "uuid", None)
+        except Exception:
+            uuid = None
+        uuids.append(str(uuid) if uuid else None)
+    return count, uuids
+
+
+def _device_count(device_count: int | None) -> tuple[int, list[str | None]]:
+    """Number of visible devices and their UUIDs (None where unknown: injected counts, fake GPUs)."""
+    if device_count is not None:
+        return max(0, int(device_count)), []
+    fake = os.environ.get(ENV_FAKE_GPUS)
+    if fake not in (None, ""):
+        try:
+            return max(0, int(fake)), []
+        except ValueError:
+            raise UserError(f"{ENV_FAKE_GPUS}={fake!r} is not an integer; unset it or give a device count") from None
+    return _torch_devices()
 
 
 def visible_devices(device_count: int | None = None) -> list[Device]:
-    """The devices this process may use, in ``cuda:<i>`` order, each with its physical id.
+    """The devices this process may use, in ``cuda:<i>`` order, each with its physical id (the lock key).
 
-    ``CUDA_VISIBLE_DEVICES`` unset: physical id = index. Set (e.g. ``"3,5"`` by SLURM): entry ``i`` of the list is the
-    physical id of ``cuda:i`` (integers, ``GPU-<uuid>`` or ``MIG-<uuid>`` alike). CUDA ignores everything from the
-    first invalid entry on, and so does the count here (at most as many devices as listed).
+    The physical id is the device's UUID when torch reports one: it names the same GPU in every process whatever
+    ``CUDA_VISIBLE_DEVICES`` says (SLURM with cgroup-constrained devices sets ``"0"`` in every one-GPU job, for
+    different GPUs). Otherwise (injected counts, fake GPUs, old drivers) it comes from ``CUDA_VISIBLE_DEVICES``:
+    unset, physical id = index; set (e.g. ``"3,5"``), entry ``i`` is the physical id of ``cuda:i`` (integers,
+    ``GPU-<uuid>`` or ``MIG-<uuid>`` alike). CUDA ignores everything from the first invalid entry on, and so does the
+    count here (at most as many devices as listed).
     """
-    count = _device_count(device_count)
+    count, uuids = _device_count(device_count)
     cvd = os.environ.get("CUDA_VISIBLE_DEVICES")
     if cvd is None:
-        return [Device(i, str(i)) for i in range(count)]
-    entries = []
-    for raw in cvd.split(","):
-        entry = raw.strip()
-        if not entry or entry.startswith("-"):  # "" or "-1": no (further) devices
-            break
-        entries.append(entry)
-    return [Device(i, entries[i]) for i in range(min(count, len(entries)))]
+        ids = [str(i) for i in range(count)]
+    else:
+        ids = []
+        for raw in cvd.split(","):
+            entry = raw.strip()
+            if not entry or entry.startswith("-"):  # "" or "-1": no (further) devices
+                break
+            ids.append(entry)
+        count = min(count, len(ids))
+    return [Device(i, f"uuid-{uuids[i]}" if i < len(uuids) and uuids[i] else ids[i]) for i in range(count)]
 
 
 def _safe(text: str) -> str:
@@ -139,8 +161,8 @@ def _open_lock(path: Path) -> tuple[int, bool]:
         return os.open(path, os.O_RDONLY | os.O_CLOEXEC), False
 
 
-def _try_lock(path: Path) -> int | None:
-    """Lock ``path`` exclusively without waiting; return the open fd, or None when somebody else holds it."""
+def _try_lock(path: Path) -> tuple[int, bool] | None:
+    """Lock ``path`` exclusively without waiting; return (fd, writable), or None when somebody else holds it."""
     fd, writable = _open_lock(path)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -149,9 +171,7 @@ def _try_lock(path: Path) -> int | None:
         if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
             return None
         raise
-    if writable:
-        _write_holder(fd, path)
-    return fd
+    return fd, writable
 
 
 def _holder_record(device: str | None = None) -> dict[str, Any]:
@@ -165,7 +185,7 @@ def _holder_record(device: str | None = None) -> dict[str, Any]:
     }
 
 
-def _write_holder(fd: int, path: Path, device: str | None = None) -> None:
+def _write_holder(fd: int, device: str | None = None) -> None:
     data = (json.dumps(_holder_record(device), sort_keys=True) + "\n").encode()
     try:
         os.ftruncate(fd, 0)
@@ -326,12 +346,12 @@ def device_lease(
     while True:
         for dev in order:
             path = lock_file(ldir, dev.physical)
-            fd = _try_lock(path)
-            if fd is None:
+            got = _try_lock(path)
+            if got is None:
                 continue
-            writable = os.access(path, os.W_OK)
+            fd, writable = got
             if writable:
-                _write_holder(fd, path, dev.name)
+                _write_holder(fd, dev.name)
             try:
                 yield dev.name
             finally:
@@ -340,7 +360,8 @@ def device_lease(
         waited = time.monotonic() - start
         if timeout is not None and waited >= timeout:
             busy = "; ".join(
-                f"{d.name} (physical {d.physical}) held by pid {((_read_record(lock_file(ldir, d.physical)) or {}).get('pid', '?'))}"
+                f"{d.name} (physical {d.physical}) held by pid "
+                f"{(_read_record(lock_file(ldir, d.physical)) or {}).get('pid', '?')}"
                 for d in candidates
             )
             raise LeaseTimeout(
@@ -367,7 +388,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         prog="python -m momentum_ntk.lease",
         description="List the GPU leases on this host: which visible device is held, by which PID / SLURM job.",
     )
-    parser.add_argument("--lock-dir", default=None, help=f"lock directory (default ${ENV_LOCK_DIR} or {default_lock_dir()})")
+    parser.add_argument(
+        "--lock-dir", default=None, help=f"lock directory (default ${ENV_LOCK_DIR} or {default_lock_dir()})"
+    )
     parser.add_argument("--devices", type=int, default=None, help="device count (default torch.cuda.device_count())")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     args = parser.parse_args(argv)
@@ -383,9 +406,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     for row in rows:
         rec = row["holder"] or {}
         if row["held"]:
-            state = (
-                f"held by pid {rec.get('pid', '?')} on {rec.get('host', '?')} since {rec.get('since', '?')}"
-                + (f", SLURM job {rec['slurm_job_id']}" if rec.get("slurm_job_id") else "")
+            state = f"held by pid {rec.get('pid', '?')} on {rec.get('host', '?')} since {rec.get('since', '?')}" + (
+                f", SLURM job {rec['slurm_job_id']}" if rec.get("slurm_job_id") else ""
             )
         else:
             stale = row["stale_record"]
