@@ -427,6 +427,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     _check_args(args)
     device = resolve_device(args.device)
+    with contextlib.ExitStack() as stack:
+        if device == "cuda":  # concurrent GPU jobs get distinct devices (Snakemake assigns no device ids)
+            from momentum_ntk.lease import device_lease
+
+            device = stack.enter_context(device_lease("cuda"))
+        return _run(args, device, t0)
+
+
+def _run(args: argparse.Namespace, device: str, t0: float) -> int:
     X = load_inputs(args.data)
     n, d = X.shape
 

@@ -25,18 +25,20 @@ rule ntk:
     threads: 2
     resources:
         mem_mb=ntk_mem_mb,
+        gpu=train_gpus(),
     params:
         divisors=" ".join(str(c) for c in config["grid"]["eta_divisors"]),
         widths=" ".join(str(m) for m in config["grid"]["widths"]),
         gap_max_n=config["ntk"]["gap_max_n"],
         gap_seed=config["ntk"]["gap_seed"],
         eigvec_dtype=config["ntk"]["eigvec_dtype"],
+        device=config["train"]["device"],
     shell:
         """
         python -m momentum_ntk.ntk --data {input.data} --dataset {wildcards.dataset} \
             --eta-divisors {params.divisors} --widths {params.widths} \
             --gap-max-n {params.gap_max_n} --gap-seed {params.gap_seed} --eigvec-dtype {params.eigvec_dtype} \
-            --device cpu --threads {threads} \
+            --device {params.device} --threads {threads} \
             --spectrum {output.spectrum} --summary {output.summary} --eigvecs {output.eigvecs} \
             --gap {output.finite_width} --plot {output.plot} >{log} 2>&1
         """
