@@ -35,6 +35,7 @@ include: "workflow/rules/data.smk"
 include: "workflow/rules/ntk.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/analysis.smk"
+include: "workflow/rules/theory.smk"
 
 
 rule all:
@@ -44,3 +45,4 @@ rule all:
         rules.all_ntk.input,
         rules.all_runs.input,
         rules.all_figures.input,
+        rules.all_theory.input,

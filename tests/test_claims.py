@@ -171,3 +171,105 @@ def test_missing_dataset_in_runs_exits_2(tmp_path: Path, capsys: pytest.CaptureF
     pq.write_table(pa.table({"dataset": ["a"]}), bad)
     assert cli(claims.main, ["--summary", str(bad), *argv[2:]]) == 2
     assert str(bad) in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Claims 5-6 from theory records (theory predict --run)
+
+
+def theory_record(method: str = "nag", width: int = 100, seed: int = 0, *, dataset: str = "toy", steps: int = 300,
+                  frac: float = 1.0, first: int | None = None, relerr: float = 0.05, horizon: int = 150) -> dict:
+    """The fields of a `theory predict --run` record that claims 5-6 read."""
+    return {
+        "dataset": dataset, "method": method, "width": width, "eta_divisor": 10, "beta": 0.9, "seed": seed,
+        "eta": 0.05, "lambda0": 0.2, "steps": steps,
+        "bound_check": {"steps_checked": steps + 1, "fraction_holds": frac, "first_violation_step": first},
+        "bound_margin": {"max_ratio": 0.5 if first is None else 3.0, "step_of_max": 0,
+                         "measured_ratio_at_first_violation": None if first is None else 0.01},
+        "horizon": {"step": horizon, "fraction": 0.5, "floor_ratio": 1e-4},
+        "max_relerr_lin_h0_horizon": relerr, "max_relerr_lin_inf_horizon": 2 * relerr,
+    }
+
+
+def theory_verdicts(records: list[dict]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    theory = pd.DataFrame([claims.theory_row(r) for r in records])
+    return claims.claim_bound(theory), claims.claim_linearization(theory)
+
+
+def test_theorem_bound_holds_fails_inconclusive() -> None:
+    bound, _ = theory_verdicts([theory_record(seed=s) for s in (0, 1)])
+    assert bound["verdict"].tolist() == [HOLDS] and bound["max_measured_over_bound"].iloc[0] == 0.5
+    bound, _ = theory_verdicts([theory_record(seed=0), theory_record(seed=1, frac=0.8, first=12)])
+    assert bound["verdict"].tolist() == [FAILS]
+    row = bound.iloc[0]
+    assert row["n_seeds_violated"] == 1 and row["first_violation_step"] == 12
+    assert "20.0% of the steps" in row["reason"] and "first at step 12" in row["reason"]
+    bound, _ = theory_verdicts([theory_record(steps=5)])
+    assert bound["verdict"].tolist() == [INCONCLUSIVE]
+    # the theorem's β for α = λ0/2: (1 − √(λ0η/2))/(1 + √(λ0η/2)) with λ0η = 0.01
+    assert row["beta_theorem"] == pytest.approx((1 - 0.005**0.5) / (1 + 0.005**0.5))  # α = λ0/2, λ0η/2 = 0.005
+    gd, _ = theory_verdicts([theory_record(method="gd")])
+    assert gd.empty  # no theorem for GD
+
+
+def test_linearization_holds_fails_inconclusive() -> None:
+    _, lin = theory_verdicts([theory_record(seed=s, relerr=0.04 + 0.01 * s) for s in (0, 1)])
+    assert lin["verdict"].tolist() == [HOLDS] and lin["relerr_h0_max"].iloc[0] == pytest.approx(0.05)
+    _, lin = theory_verdicts([theory_record(seed=s, relerr=0.3 + 0.1 * s) for s in (0, 1)])
+    assert lin["verdict"].tolist() == [FAILS] and "30.0% even in the best seed" in lin["reason"].iloc[0]
+    _, lin = theory_verdicts([theory_record(seed=0, relerr=0.05), theory_record(seed=1, relerr=0.3)])
+    assert lin["verdict"].tolist() == [INCONCLUSIVE] and "1/2 seeds" in lin["reason"].iloc[0]
+    _, lin = theory_verdicts([theory_record(horizon=3, relerr=0.01)])
+    assert lin["verdict"].tolist() == [INCONCLUSIVE]
+    # one seed with too short a horizon is left out, the other decides
+    _, lin = theory_verdicts([theory_record(seed=0, horizon=3, relerr=0.9), theory_record(seed=1, relerr=0.02)])
+    assert lin["verdict"].tolist() == [HOLDS] and "1 seed(s) left out" in lin["reason"].iloc[0]
+
+
+def _write_inputs(tmp_path: Path, records: list[dict]) -> list[str]:
+    runs = long_table("toy", steps=40)
+    rp, sp = tmp_path / "runs.parquet", tmp_path / "summary.parquet"
+    pq.write_table(runs_to_arrow(runs), rp)
+    pq.write_table(pa.Table.from_pandas(summarize(runs, [10]), preserve_index=False), sp)
+    paths = []
+    for i, rec in enumerate(records):
+        path = tmp_path / f"rec{i}.json"
+        path.write_text(json.dumps(rec))
+        paths.append(str(path))
+    return ["--summary", str(sp), "--runs", str(rp), "--out-md", str(tmp_path / "c.md"),
+            "--out-json", str(tmp_path / "c.json"), "--theory", *paths]
+
+
+def test_cli_with_theory_records(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    records = [theory_record(m, w, s, frac=0.9 if (m, w) == ("hb", 400) else 1.0,
+                             first=7 if (m, w) == ("hb", 400) else None, relerr=0.5 / w**0.5)
+               for m in ("hb", "nag") for w in (100, 400, 1600) for s in (0, 1)]
+    argv = _write_inputs(tmp_path, records)
+    assert cli(claims.main, argv) == 0
+    by_id = {c["id"]: c for c in json.loads((tmp_path / "c.json").read_text())["claims"]}
+    assert by_id["theorem_bound_holds"]["by_dataset"]["toy"] == {"verdict": FAILS, "counts": {HOLDS: 5, FAILS: 1,
+                                                                                               INCONCLUSIVE: 0}}
+    lin = by_id["linearization_accurate"]["by_dataset"]["toy"]  # 0.5/√m: 5 % at m = 100, 2.5 % at 400, 1.25 %
+    assert lin == {"verdict": HOLDS, "counts": {HOLDS: 6, FAILS: 0, INCONCLUSIVE: 0}}
+    assert json.loads((tmp_path / "c.json").read_text())["thresholds"]["linear_relerr_max"] == 0.1
+    text = (tmp_path / "c.md").read_text()
+    assert "## theorem_bound_holds" in text and "**fails** (5/1/0)" in text and "beta_theorem" in text
+    # without --theory the two claims are absent
+    assert cli(claims.main, argv[: argv.index("--theory")]) == 0
+    assert "theorem_bound_holds" not in (tmp_path / "c.md").read_text()
+
+
+def test_bad_theory_record_exits_2_naming_the_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    no_run = theory_record()
+    del no_run["horizon"]
+    for bad in (no_run, theory_record(dataset="elsewhere")):
+        argv = _write_inputs(tmp_path, [theory_record(), bad])
+        assert cli(claims.main, argv) == 2
+        assert argv[-1] in capsys.readouterr().err
+    argv = _write_inputs(tmp_path, [theory_record()])
+    Path(argv[-1]).write_text("{not json")
+    assert cli(claims.main, argv) == 2
+    assert argv[-1] in capsys.readouterr().err
+    Path(argv[-1]).write_text(json.dumps(theory_record()))
+    assert cli(claims.main, [*argv, str(tmp_path / "absent.json")]) == 2
+    assert "absent.json" in capsys.readouterr().err

@@ -10,6 +10,8 @@ Run::
 
 ``--runs`` may also be the single results/aggregate/all_runs.parquet. ``--ntk-summary`` is optional: it adds the
 theorem's per-iteration exponent beside the fitted one in claim 1 (numbers only; it does not change a verdict).
+``--theory results/theory/<dataset>/<method>/m*_c*_b*_s*.json ...`` (optional: the records of ``theory predict --run``)
+adds claims 5 and 6.
 
 Claims (paper §4-§5) and how each is judged; every threshold is in :data:`THRESHOLDS` and printed in claims.md:
 
@@ -32,6 +34,19 @@ Claims (paper §4-§5) and how each is judged; every threshold is in :data:`THRE
 4. ``gram_stays_pd`` (per dataset, method, m, η, β): H(t) stays positive definite with λmin(H(t)) ≥ λ0/2 (Lemma 3),
    λ0 = lambda0_rows, λmin of H∞ on the tracked rows. holds: min over seeds and tracked steps of λmin(H(t))/λ0 ≥ ½.
    fails: below ½. inconclusive: no tracked eigenvalue, λ0 missing, or a diverged run whose tracked minimum is ≥ ½.
+
+5. ``theorem_bound_holds`` (per dataset, method hb/nag, m, η, β; needs ``--theory``): the measured loss stays below the
+   bound of Theorem 1 (HB, eq. 28) / Theorem 2 (NAG, eq. 29), evaluated with the run's η (s = η, t = k√η), λ0 of H∞ and
+   ℓ̂(0) = ½Δ0ᵀH(0)Δ0 of the run's own initialisation, at every step with a finite measured loss. holds: every seed is
+   at or below the bound at every checked step. fails: some seed is above it at some step (the fraction of steps and
+   the first violation are reported). inconclusive: fewer than bound_min_steps checked steps. The theorems assume the
+   ODE damping α = λ0/2, i.e. β = (1 − √(λ0η/2))/(1 + √(λ0η/2)) (``beta_theorem``), and m = Ω(n⁶/λ0⁴); the runs use
+   the paper's experimental β and m, so this checks the bound as the paper applies it to its experiments.
+6. ``linearization_accurate`` (per dataset, method, m, η, β; needs ``--theory``): the NTK-linearized prediction with the
+   run's H(0) is within linear_relerr_max (relative) of the measured loss up to step T. T is each run's horizon from its
+   record (``theory predict --horizon-fraction``: the last step ≤ that fraction of the run before the loss falls below
+   1e-4·ℓ(0)). holds: every seed's max_{k ≤ T} |ℓ_lin(k) − ℓ(k)|/ℓ(k) ≤ linear_relerr_max. fails: every seed above it.
+   inconclusive: seeds disagree, or no seed has T ≥ min_horizon_steps. The H∞ prediction's error is reported beside.
 
 Per dataset and claim: fails if any setting fails, holds if all hold, inconclusive otherwise.
 """
@@ -57,7 +72,7 @@ from momentum_ntk.aggregate import (
     width_exponents,
 )
 from momentum_ntk.errors import UserError, cli
-from momentum_ntk.io import atomic_path, write_json
+from momentum_ntk.io import atomic_path, read_json, write_json
 
 HOLDS, FAILS, INCONCLUSIVE = "holds", "fails", "inconclusive"
 
@@ -76,6 +91,9 @@ THRESHOLDS: dict[str, float] = {
     "slope_tol": 0.15,  # claim 3: 'holds' needs slope <= -1/2 + slope_tol; 'matches' needs |slope + 1/2| <= it
     "max_slope_std": 0.2,  # claim 3: larger seed spread is 'inconclusive'
     "gram_ratio": 0.5,  # claim 4: Lemma 3's λmin(H(t)) >= λ0/2
+    "bound_min_steps": 10,  # claim 5: fewer checked steps (finite measured loss) is 'inconclusive'
+    "linear_relerr_max": 0.10,  # claim 6: max |ℓ_lin − ℓ|/ℓ up to T for 'holds' (0.10 = 10 %)
+    "min_horizon_steps": 10,  # claim 6: a horizon T shorter than this is 'inconclusive'
 }
 
 CLAIMS = {
@@ -84,6 +102,11 @@ CLAIMS = {
     "distance_width_scaling": ("max_r ‖w_r(t) − w_r(0)‖ decreases with the width m, like O(1/√m)",
                                "§5.2, Figs. 3-4, Lemmas 4 and 6"),
     "gram_stays_pd": ("H(t) stays positive definite with λmin(H(t)) ≥ λ0/2 during training", "Lemma 3"),
+    "theorem_bound_holds": ("the measured loss stays below the bound of Theorem 1 (HB) / Theorem 2 (NAG) at every step",
+                            "Theorems 1-2, eqs. (28)-(29)"),
+    "linearization_accurate": (f"the NTK-linearized prediction (run's H(0)) is within "
+                               f"{THRESHOLDS['linear_relerr_max']:.0%} of the measured loss up to step T",
+                               "§3, eqs. (4)-(5), (9)"),
 }
 
 
@@ -295,6 +318,120 @@ def claim_gram(summary: pd.DataFrame, runs: pd.DataFrame, th: dict = THRESHOLDS)
 
 
 # --------------------------------------------------------------------------------------------------------------------
+# Claims 5-6, from the theory records (``theory predict --run``)
+
+THEORY_KEYS = ("dataset", "method", "width", "eta_divisor", "beta", "seed", "eta", "lambda0", "bound_check", "horizon",
+               "max_relerr_lin_h0_horizon", "max_relerr_lin_inf_horizon")
+
+
+def _nan(x: Any) -> float:
+    return math.nan if x is None else float(x)
+
+
+def read_theory_record(path: str) -> dict[str, Any]:
+    """One run's theory record as a row of :func:`theory_row` (UserError naming the file if unusable)."""
+    try:
+        rec = read_json(path)
+    except FileNotFoundError:
+        raise UserError(f"{path}: theory record not found; run the theory_predict rule first") from None
+    except ValueError as exc:
+        raise UserError(f"{path}: not valid JSON ({exc}); rerun `theory predict` for this run") from None
+    return theory_row(rec, str(path))
+
+
+def theory_row(rec: dict[str, Any], path: str = "<record>") -> dict[str, Any]:
+    """The numbers claims 5-6 use from one `theory predict --run` record; ``path`` names it in errors."""
+    missing = [k for k in THEORY_KEYS if k not in rec]
+    if missing:
+        hint = " (it was made without --run)" if "horizon" in missing else ""
+        raise UserError(f"{path}: theory record lacks key(s) {missing}{hint}; rerun `theory predict ... --run`")
+    bc, margin = rec["bound_check"] or {}, rec.get("bound_margin") or {}
+    try:
+        root = math.sqrt(float(rec["lambda0"]) * float(rec["eta"]) / 2.0)
+        return {
+            "dataset": str(rec["dataset"]), "method": str(rec["method"]).lower(), "width": int(rec["width"]),
+            "eta_divisor": int(rec["eta_divisor"]), "beta": float(rec["beta"]), "seed": int(rec["seed"]),
+            "steps_checked": int(bc.get("steps_checked") or 0), "fraction_holds": _nan(bc.get("fraction_holds")),
+            "first_violation_step": _nan(bc.get("first_violation_step")),
+            "max_measured_over_bound": _nan(margin.get("max_ratio")),
+            "violation_loss_ratio": _nan(margin.get("measured_ratio_at_first_violation")),
+            "horizon": _nan((rec["horizon"] or {}).get("step")),
+            "relerr_h0": _nan(rec["max_relerr_lin_h0_horizon"]),
+            "relerr_inf": _nan(rec["max_relerr_lin_inf_horizon"]),
+            "beta_theorem": (1.0 - root) / (1.0 + root),
+            "path": path,
+        }
+    except (TypeError, ValueError, AttributeError) as exc:
+        raise UserError(f"{path}: malformed theory record ({exc}); rerun `theory predict ... --run`") from None
+
+
+def read_theory_records(paths: Sequence[str]) -> pd.DataFrame:
+    """Every record of ``paths`` as one row (see :func:`read_theory_record`)."""
+    return pd.DataFrame([read_theory_record(p) for p in paths])
+
+
+def claim_bound(theory: pd.DataFrame, th: dict = THRESHOLDS) -> pd.DataFrame:
+    """Claim 5 per setting (HB and NAG): the measured loss never exceeds the theorem's bound (see module docstring)."""
+    rows = []
+    sub = theory[theory["method"].isin(["hb", "nag"])]
+    for key, g in sub.groupby(SETTING_KEYS, sort=True):
+        violated = g[g["fraction_holds"] < 1.0]
+        first = violated["first_violation_step"].min() if not violated.empty else math.nan
+        row = dict(zip(SETTING_KEYS, key))
+        row.update(n_seeds=len(g), steps_checked_min=int(g["steps_checked"].min()),
+                   fraction_holds_min=float(g["fraction_holds"].min()), n_seeds_violated=len(violated),
+                   first_violation_step=first, max_measured_over_bound=float(g["max_measured_over_bound"].max()),
+                   violation_loss_ratio=float(violated["violation_loss_ratio"].max()) if not violated.empty
+                   else math.nan, beta_theorem=float(g["beta_theorem"].iloc[0]))
+        if row["steps_checked_min"] < th["bound_min_steps"]:
+            v, why = INCONCLUSIVE, (f"only {row['steps_checked_min']} steps with a measured loss and a bound "
+                                    f"(< {th['bound_min_steps']:g})")
+        elif len(violated):
+            v, why = FAILS, (f"measured loss above the bound in {len(violated)}/{len(g)} seed(s): at "
+                             f"{1 - row['fraction_holds_min']:.1%} of the steps of the worst seed, first at step "
+                             f"{first:.0f} (then ℓ = {row['violation_loss_ratio']:.2g}·ℓ(0)); max measured/bound "
+                             f"{row['max_measured_over_bound']:.3g}")
+        else:
+            ratio = row["max_measured_over_bound"]
+            gap = 1.0 / ratio if ratio > 0 else math.inf
+            v, why = HOLDS, (f"measured ≤ bound at every checked step (≥ {row['steps_checked_min']} per seed); the "
+                             f"bound stays ≥ {gap:.2g}× above the measured loss")
+        row.update(verdict=v, reason=why)
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def claim_linearization(theory: pd.DataFrame, th: dict = THRESHOLDS) -> pd.DataFrame:
+    """Claim 6 per setting: the H(0)-linearized loss is within linear_relerr_max of the measured one up to T."""
+    x = th["linear_relerr_max"]
+    rows = []
+    for key, g in theory.groupby(SETTING_KEYS, sort=True):
+        ok = g[(g["horizon"] >= th["min_horizon_steps"]) & np.isfinite(g["relerr_h0"])]
+        row = dict(zip(SETTING_KEYS, key))
+        row.update(n_seeds=len(g), n_compared=len(ok), horizon_min=float(g["horizon"].min()),
+                   relerr_h0_max=float(ok["relerr_h0"].max()) if len(ok) else math.nan,
+                   relerr_h0_min=float(ok["relerr_h0"].min()) if len(ok) else math.nan,
+                   relerr_inf_max=float(ok["relerr_inf"].max()) if len(ok) else math.nan)
+        n_within = int((ok["relerr_h0"] <= x).sum())
+        short = f"; {len(g) - len(ok)} seed(s) left out (T < {th['min_horizon_steps']:g})" if len(ok) < len(g) else ""
+        if not len(ok):
+            v, why = INCONCLUSIVE, (f"no seed with a horizon T ≥ {th['min_horizon_steps']:g} steps (the loss falls "
+                                    "below 1e-4·ℓ(0) or the run ends too early)")
+        elif n_within == len(ok):
+            v, why = HOLDS, (f"max relative error up to T ≥ {row['horizon_min']:.0f}: {row['relerr_h0_max']:.1%} "
+                             f"(worst seed) ≤ {x:.0%}{short}")
+        elif n_within == 0:
+            v, why = FAILS, (f"max relative error up to T ≥ {row['horizon_min']:.0f}: {row['relerr_h0_min']:.1%} "
+                             f"even in the best seed (worst {row['relerr_h0_max']:.1%}) > {x:.0%}{short}")
+        else:
+            v, why = INCONCLUSIVE, (f"{n_within}/{len(ok)} seeds within {x:.0%} (errors "
+                                    f"{row['relerr_h0_min']:.1%}-{row['relerr_h0_max']:.1%}){short}")
+        row.update(verdict=v, reason=why)
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+# --------------------------------------------------------------------------------------------------------------------
 # Roll-up and reports
 
 
@@ -325,15 +462,21 @@ def theorem_table(summary: pd.DataFrame, ntk: Sequence[dict]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=[*SETTING_KEYS, "theorem_exponent"])
 
 
-def evaluate(summary: pd.DataFrame, runs: pd.DataFrame, ntk: Sequence[dict] = (), th: dict = THRESHOLDS) -> dict:
-    """All four claims: {claim id: DataFrame of settings with 'verdict' and 'reason' columns}."""
+def evaluate(summary: pd.DataFrame, runs: pd.DataFrame, ntk: Sequence[dict] = (), th: dict = THRESHOLDS,
+             theory: pd.DataFrame | None = None) -> dict:
+    """Claims 1-4, and 5-6 when ``theory`` records are given: {claim id: DataFrame of settings with 'verdict' and
+    'reason' columns}."""
     theorem = theorem_table(summary, ntk) if ntk else None
-    return {
+    out = {
         "linear_convergence": claim_linear(summary, theorem, th),
         "nag_below_hb": claim_nag_below(runs, th),
         "distance_width_scaling": claim_width_scaling(runs, th),
         "gram_stays_pd": claim_gram(summary, runs, th),
     }
+    if theory is not None:
+        out["theorem_bound_holds"] = claim_bound(theory, th)
+        out["linearization_accurate"] = claim_linearization(theory, th)
+    return out
 
 
 def _records(df: pd.DataFrame) -> list[dict[str, Any]]:
@@ -377,6 +520,11 @@ MD_COLUMNS = {
                                "slope_std", "slope_min", "slope_max", "n_seeds", "matches_minus_half", "reason"],
     "gram_stays_pd": ["dataset", "method", "width", "eta_divisor", "beta", "verdict", "gram_ratio_min",
                       "gram_ratio_min_mean", "positive_definite", "n_tracked_min", "reason"],
+    "theorem_bound_holds": ["dataset", "method", "width", "eta_divisor", "beta", "verdict", "fraction_holds_min",
+                            "n_seeds_violated", "n_seeds", "first_violation_step", "max_measured_over_bound",
+                            "beta_theorem", "reason"],
+    "linearization_accurate": ["dataset", "method", "width", "eta_divisor", "beta", "verdict", "relerr_h0_max",
+                               "relerr_h0_min", "relerr_inf_max", "horizon_min", "n_compared", "n_seeds", "reason"],
 }
 
 
@@ -409,6 +557,17 @@ def to_markdown(report: dict[str, Any], results: dict[str, pd.DataFrame]) -> str
                                   "max_slope_std. fails otherwise.",
         "gram_stays_pd": "λ0 = λmin(H∞) on the tracked rows (lambda0_rows). holds: min ratio ≥ gram_ratio; fails: "
                          "below it.",
+        "theorem_bound_holds": "Bound of eq. (28)/(29) with the run's η (t = k√η), λ0 of H∞ and ℓ̂(0) of the run's "
+                               "H(0), checked at every step with a finite measured loss. holds: no seed ever above it; "
+                               "fails: any seed above it at any step (fraction_holds_min: share of steps at or below "
+                               "it in the worst seed; max_measured_over_bound > 1 is a violation, < 1 the closest "
+                               "approach). inconclusive: < bound_min_steps steps. The theorems assume α = λ0/2, i.e. "
+                               "β = beta_theorem, and m = Ω(n⁶/λ0⁴); the runs use the paper's experimental β and m.",
+        "linearization_accurate": "relerr = max over steps k ≤ T of |ℓ_lin(k) − ℓ(k)|/ℓ(k), ℓ_lin the NTK-linearized "
+                                  "recursion with the run's H(0) (relerr_inf: with H∞, for comparison). T: the run's "
+                                  "horizon (last step ≤ analysis.theory_horizon of the run before ℓ < 1e-4·ℓ(0)). "
+                                  "holds: every seed ≤ linear_relerr_max; fails: every seed above it; inconclusive: "
+                                  "seeds disagree, or T < min_horizon_steps.",
     }
     for c in report["claims"]:
         df = results[c["id"]]
@@ -433,6 +592,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--summary", nargs="+", required=True, help="per-dataset summary.parquet (aggregate stage)")
     ap.add_argument("--runs", nargs="+", required=True, help="per-dataset runs.parquet or all_runs.parquet")
     ap.add_argument("--ntk-summary", nargs="*", default=[], help="per-dataset NTK summary.json (optional)")
+    ap.add_argument("--theory", nargs="*", default=[],
+                    help="per-run theory records (theory predict --run .json; optional): adds claims 5 and 6")
     ap.add_argument("--out-md", required=True)
     ap.add_argument("--out-json", required=True)
     args = ap.parse_args(argv)
@@ -445,7 +606,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise UserError(f"--runs {args.runs} hold no rows for dataset(s) {missing} that --summary has")
     runs = runs[runs["dataset"].isin(datasets)]
     ntk = [read_ntk_summary(p) for p in args.ntk_summary]
-    results = evaluate(summary, runs, ntk)
+    theory = read_theory_records(args.theory) if args.theory else None
+    if theory is not None:
+        extra = theory[~theory["dataset"].isin(datasets)]
+        if not extra.empty:
+            raise UserError(f"{extra['path'].iloc[0]}: theory record of dataset {extra['dataset'].iloc[0]!r}, which "
+                            f"no --summary has (has {datasets}); pass the matching files")
+        theory = theory.drop(columns="path")
+    results = evaluate(summary, runs, ntk, theory=theory)
     report = to_json(results, datasets)
     write_json(args.out_json, report)
     with atomic_path(args.out_md) as tmp:

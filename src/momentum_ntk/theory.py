@@ -48,8 +48,13 @@ of H∞ resp. H(0) and Δ_0's coefficient on its eigenvector), with a JSON recor
 lambda_min_inf); read it back with :func:`read_modes`. ``predict``: Parquet step int64, time, loss_lin_inf,
 loss_lin_h0, loss_ode_beta, loss_ode_paper, bound_theorem (+ loss_measured, relerr_<prediction> with ``--run``), and a
 sidecar ``.json`` (same path) with the asymptotic rates rate_lin_inf, rate_lin_h0, rate_ode_beta, rate_ode_paper,
-rate_theorem, the damping constants, and with ``--run`` rate_measured (fit over steps T/2..T), window_rate_<prediction>
-on the same window, max_relerr_<prediction> and bound_check.
+rate_theorem, the damping constants, and with ``--run`` rate_measured (fit over steps K/2..K, K = --steps),
+window_rate_<prediction> on the same window, max_relerr_<prediction> (whole run), max_relerr_<prediction>_horizon (steps
+≤ T), ``horizon`` {step: T, fraction, floor_ratio}, bound_check and bound_margin.
+
+The comparison horizon T (:func:`horizon_step`) is the last step ≤ fraction·K (default ½) before the measured loss first
+falls below floor_ratio·ℓ(0) (default 1e-4): relative errors near a numerical floor or after a divergence say nothing
+about the dynamics.
 """
 
 from __future__ import annotations
@@ -59,14 +64,16 @@ import json
 import math
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
-import torch
 
 from momentum_ntk import io
 from momentum_ntk.errors import UserError, cli
+
+if TYPE_CHECKING:  # torch is imported where H(0) is built, so the rates and curves need numpy only
+    import torch
 
 METHODS = ("gd", "hb", "nag")
 MODES_META_KEY = b"momentum_ntk.theory"
@@ -363,6 +370,55 @@ def fit_rate(step: np.ndarray, loss: np.ndarray, lo: int, hi: int) -> float:
     return float(-slope)
 
 
+HORIZON_FRACTION = 0.5  # default T: at most this fraction of the run ...
+HORIZON_FLOOR_RATIO = 1e-4  # ... and only while the measured loss stays above this fraction of ℓ(0)
+
+
+def horizon_step(
+    step: np.ndarray,
+    measured: np.ndarray,
+    fraction: float = HORIZON_FRACTION,
+    floor_ratio: float = HORIZON_FLOOR_RATIO,
+) -> int | None:
+    """Comparison horizon T: the last step k ≤ fraction·K (K: last step with a finite measured loss) such that every
+    measured loss up to k is finite and ≥ floor_ratio·ℓ(0).
+
+    Relative errors are only meaningful while the loss is well above its numerical floor (float32 rounding, a
+    plateau), and a diverged run has no loss after it stopped. None when not even step 0 qualifies.
+    """
+    step = np.asarray(step)
+    meas = np.asarray(measured, dtype=np.float64)
+    order = np.argsort(step, kind="stable")
+    step, meas = step[order], meas[order]
+    good = np.isfinite(meas) & (meas > 0)
+    if not good.size or not good[0]:
+        return None
+    resolved = good & (meas >= floor_ratio * meas[0])
+    n_ok = int(np.argmin(resolved)) if not resolved.all() else resolved.size  # length of the resolved prefix
+    last = float(step[np.flatnonzero(good)[-1]])
+    limit = math.floor(fraction * last)
+    within = step[:n_ok][step[:n_ok] <= limit]
+    return int(within[-1]) if within.size else int(step[0])
+
+
+def bound_margin(table: pd.DataFrame, upto: int | None = None) -> dict[str, Any]:
+    """Largest measured / bound ratio (> 1 means the bound is violated) and its step, over steps ≤ ``upto`` with a
+    finite measured loss and bound; also the measured loss over ℓ(0) at the first violation (None if none), which
+    says whether a violation happens while the loss is still large or only near its floor."""
+    rows = table if upto is None else table[table["step"] <= upto]
+    meas, bound = rows["loss_measured"].to_numpy(), rows["bound_theorem"].to_numpy()
+    ok = np.isfinite(meas) & np.isfinite(bound) & (bound > 0)
+    if not ok.any():
+        return {"max_ratio": None, "step_of_max": None, "measured_ratio_at_first_violation": None}
+    ratio = meas[ok] / bound[ok]
+    steps = rows["step"].to_numpy()[ok]
+    i = int(np.argmax(ratio))
+    bad = np.flatnonzero(ratio > 1.0)
+    loss0 = float(table["loss_measured"].iloc[0])
+    at_first = float(meas[ok][bad[0]] / loss0) if bad.size and loss0 > 0 else None
+    return {"max_ratio": float(ratio[i]), "step_of_max": int(steps[i]), "measured_ratio_at_first_violation": at_first}
+
+
 # ----------------------------------------------------------------------------------------------------------------------
 # Modes of one initialisation, and predictions for one run
 # ----------------------------------------------------------------------------------------------------------------------
@@ -388,6 +444,8 @@ def finite_gram(X: np.ndarray, W0: np.ndarray, device: str = "cpu") -> torch.Ten
 
     S Sᵀ counts co-activations, integers ≤ m < 2^24, so the float32 GEMM is exact; peak memory ≈ two n×n float64.
     """
+    import torch
+
     from momentum_ntk import model
 
     Xt = torch.as_tensor(X, dtype=torch.float64, device=device)
@@ -417,6 +475,8 @@ def mode_table(
     Returns (DataFrame k, lambda_inf, coef_inf, lambda_h0, coef_h0; meta with loss0 = ½‖Δ_0‖²,
     pseudo_loss0 = ½Δ_0ᵀH(0)Δ_0, lambda_min_h0, lambda_max_h0, n, d, width).
     """
+    import torch
+
     n, d = X.shape
     delta0 = initial_residual(X, y, W0, a)
     coef_inf = project(eigvecs_inf, delta0)
@@ -522,15 +582,28 @@ def attach_run(pred: pd.DataFrame, run: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def comparison_record(table: pd.DataFrame, window: tuple[int, int]) -> dict[str, Any]:
-    """Window-fitted rates of the measured and predicted curves, max relative errors and the bound check."""
+def comparison_record(
+    table: pd.DataFrame,
+    window: tuple[int, int],
+    horizon_fraction: float = HORIZON_FRACTION,
+    horizon_floor_ratio: float = HORIZON_FLOOR_RATIO,
+) -> dict[str, Any]:
+    """Window-fitted rates of the measured and predicted curves, max relative errors (over the whole run and up to the
+    horizon T of :func:`horizon_step`), the bound check and the bound margin."""
     lo, hi = window
     step = table["step"].to_numpy()
-    rec: dict[str, Any] = {"window": [lo, hi], "window_rate_measured": fit_rate(step, table["loss_measured"], lo, hi)}
+    T = horizon_step(step, table["loss_measured"].to_numpy(), horizon_fraction, horizon_floor_ratio)
+    rec: dict[str, Any] = {
+        "window": [lo, hi],
+        "window_rate_measured": fit_rate(step, table["loss_measured"], lo, hi),
+        "horizon": {"step": T, "fraction": horizon_fraction, "floor_ratio": horizon_floor_ratio},
+    }
     for name in PREDICTIONS:
         rec[f"window_rate_{name}"] = fit_rate(step, table[f"loss_{name}"], lo, hi)
         rec[f"max_relerr_{name}"] = max_relative_error(table, name)
+        rec[f"max_relerr_{name}_horizon"] = max_relative_error(table, name, upto=T) if T is not None else math.nan
     rec["bound_check"] = bound_check(table)
+    rec["bound_margin"] = bound_margin(table)
     return rec
 
 
@@ -629,6 +702,12 @@ def _load_ntk(spectrum: str, eigvecs: str, n: int) -> tuple[np.ndarray, np.ndarr
 def cmd_modes(args: argparse.Namespace) -> int:
     from momentum_ntk import model
 
+    if args.threads is not None:
+        import torch
+
+        if args.threads < 1:
+            raise UserError(f"--threads {args.threads}: must be a positive integer")
+        torch.set_num_threads(args.threads)
     data = np.load(_need(args.data, "data file"))
     try:
         X, y = np.asarray(data["X"], dtype=np.float64), np.asarray(data["y"], dtype=np.float64)
@@ -728,9 +807,14 @@ def cmd_predict(args: argparse.Namespace) -> int:
         )
         run = pd.read_parquet(run_path, columns=["step", "loss"])
         table = attach_run(table, run)
+        if not 0.0 < args.horizon_fraction <= 1.0 or not 0.0 <= args.horizon_floor_ratio < 1.0:
+            raise UserError(
+                f"--horizon-fraction must lie in (0, 1] and --horizon-floor-ratio in [0, 1), got "
+                f"{args.horizon_fraction} and {args.horizon_floor_ratio}"
+            )
         window = (args.steps // 2, args.steps)
         rec["run"] = str(run_path)
-        rec |= comparison_record(table, window)
+        rec |= comparison_record(table, window, args.horizon_fraction, args.horizon_floor_ratio)
         rec["rate_measured"] = rec["window_rate_measured"]
     io.write_parquet(args.out, table)
     io.write_json(Path(args.out).with_suffix(".json"), _finite_or_none(rec))
@@ -751,6 +835,7 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--width", type=int, required=True)
     m.add_argument("--seed", type=int, required=True)
     m.add_argument("--device", default="cpu", help="torch device for H(0) and its eigh (default cpu)")
+    m.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's choice)")
     m.add_argument("--out", required=True)
     m.set_defaults(func=cmd_modes)
     q = sub.add_parser("predict", help="linearized, ODE and theorem-bound loss curves for one run")
@@ -762,6 +847,19 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--steps", type=int, required=True)
     q.add_argument("--ode-gram", choices=("inf", "h0"), default="inf", help="Gram matrix of the ODE columns")
     q.add_argument("--run", help="a run Parquet (step, loss) to compare against")
+    q.add_argument(
+        "--horizon-fraction",
+        type=float,
+        default=HORIZON_FRACTION,
+        help="with --run: relative errors are also taken up to T <= this fraction of the run (default %(default)s)",
+    )
+    q.add_argument(
+        "--horizon-floor-ratio",
+        type=float,
+        default=HORIZON_FLOOR_RATIO,
+        help="with --run: T also ends before the measured loss first falls below this times loss(0) (default "
+        "%(default)s)",
+    )
     q.add_argument("--out", required=True, help="prediction Parquet; the rates record goes to the same path .json")
     q.set_defaults(func=cmd_predict)
     return p

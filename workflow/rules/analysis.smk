@@ -1,6 +1,6 @@
 # Stages 4-5, analysis: per-run Parquet files -> one long table and a per-setting summary per dataset; the paper's
-# figures and Table 1; the measured verdict on each claim. Each figure is its own target and rebuilds from existing
-# runs without retraining.
+# figures and Table 1; the measured verdict on each claim (claims 5-6 from the theory stage's per-run records). Each
+# figure is its own target and rebuilds from existing runs without retraining.
 
 
 localrules:
@@ -118,6 +118,7 @@ rule claims:
         summaries=expand(PATHS["summary"], dataset=DATASETS),
         runs=expand(PATHS["runs_long"], dataset=DATASETS),
         ntk=expand(PATHS["ntk_summary"], dataset=DATASETS),
+        theory=[runs_of(d, "theory_record") for d in DATASETS],
     output:
         md=report(PATHS["claims_md"], category="Claims", labels={"claims": "verdicts"}),
         json=PATHS["claims_json"],
@@ -128,7 +129,7 @@ rule claims:
     shell:
         """
         python -m momentum_ntk.claims --summary {input.summaries} --runs {input.runs} --ntk-summary {input.ntk} \
-            --out-md {output.md} --out-json {output.json} >{log} 2>&1
+            --theory {input.theory} --out-md {output.md} --out-json {output.json} >{log} 2>&1
         """
 
 

@@ -61,6 +61,15 @@ PATHS = {
     "table1_csv": "results/figures/table1.csv",
     "claims_md": "results/claims.md",
     "claims_json": "results/claims.json",
+    "theory_modes": "results/theory/{dataset}/modes_m{width}_s{seed}.parquet",
+    "theory_pred": f"results/theory/{RUN}.parquet",
+    "theory_record": f"results/theory/{RUN}.json",
+    "theory_overlay_pdf": "results/figures/theory_overlay_{dataset}.pdf",
+    "theory_overlay_png": "results/figures/theory_overlay_{dataset}.png",
+    "theory_width_pdf": "results/figures/theory_width_error_{dataset}.pdf",
+    "theory_width_png": "results/figures/theory_width_error_{dataset}.png",
+    "theory_table_md": "results/figures/theory_rates_{dataset}.md",
+    "theory_table_csv": "results/figures/theory_rates_{dataset}.csv",
 }
 
 # Per-dataset figures: name in file paths -> `python -m momentum_ntk.figures <subcommand>`.

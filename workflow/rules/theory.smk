@@ -1,0 +1,174 @@
+# Stage 6, theory: what the NTK analysis predicts for every training run, next to what the run measured. Per
+# (dataset, width, seed) the initial residual is expanded on the eigenvectors of H∞ and of the run's own H(0) (the one
+# n×n job); per run that gives the NTK-linearized loss curves, the high-resolution ODE curves (α from β and the paper's
+# α = λ0/2) and the Theorem 1/2 bound (cheap). Figures and a rate table per dataset compare them with the measurement.
+
+
+localrules:
+    theory_predict,
+    theory_overlay_figure,
+    theory_width_error_figure,
+    theory_rates_table,
+
+
+rule theory_modes:
+    """Δ0 = f(W(0)) − y on the eigenvectors of H∞ and of the finite-width H(0) for one (dataset, width, seed)."""
+    input:
+        data=PATHS["data"],
+        spectrum=PATHS["spectrum"],
+        eigvecs=PATHS["eigvecs"],
+    output:
+        modes=PATHS["theory_modes"],
+    log:
+        "results/logs/theory/{dataset}/modes_m{width}_s{seed}.log",
+    conda:
+        "../../envs/torch.yaml"
+    threads: 2
+    resources:
+        # H(0) and its eigendecomposition (~4 n² doubles, as the ntk stage) plus the n×m activation pattern
+        mem_mb=lambda wc: ntk_mem_mb(wc)
+        + plan.n_instances(wc.dataset, config["data"]["max_per_class"])
+        * int(wc.width)
+        * 8
+        // 2**20,
+    shell:
+        """
+        python -m momentum_ntk.theory modes --data {input.data} --spectrum {input.spectrum} \
+            --eigvecs {input.eigvecs} --width {wildcards.width} --seed {wildcards.seed} --device cpu \
+            --threads {threads} --out {output.modes} >{log} 2>&1
+        """
+
+
+rule theory_predict:
+    """Linearized (H∞, H(0)), ODE (two α) and theorem-bound loss curves for one run, compared with its measured loss."""
+    input:
+        modes=PATHS["theory_modes"],
+        summary=PATHS["ntk_summary"],
+        run=PATHS["run"],
+        meta=PATHS["run_meta"],
+    output:
+        pred=PATHS["theory_pred"],
+        record=PATHS["theory_record"],
+    log:
+        f"results/logs/theory/{RUN}.log",
+    conda:
+        "../../envs/torch.yaml"
+    params:
+        steps=config["train"]["steps"],
+        horizon=config["analysis"]["theory_horizon"],
+    shell:
+        """
+        python -m momentum_ntk.theory predict --modes {input.modes} --ntk-summary {input.summary} \
+            --method {wildcards.method} --eta-divisor {wildcards.eta_divisor} --beta {wildcards.beta} \
+            --steps {params.steps} --run {input.run} --horizon-fraction {params.horizon} --out {output.pred} >{log} 2>&1
+        """
+
+
+rule theory_overlay_figure:
+    """Measured vs predicted loss, a panel per (m, η, β) and method, seed 0 (the smallest configured seed)."""
+    input:
+        preds=lambda wc: runs_of(wc.dataset, "theory_pred"),
+        records=lambda wc: runs_of(wc.dataset, "theory_record"),
+    output:
+        pdf=PATHS["theory_overlay_pdf"],
+        png=report(
+            PATHS["theory_overlay_png"],
+            category="Theory",
+            subcategory="{dataset}",
+            labels={"dataset": "{dataset}", "figure": "theory_overlay"},
+            caption="../report/theory_overlay.rst",
+        ),
+    log:
+        "results/logs/figures/theory_overlay_{dataset}.log",
+    conda:
+        "../../envs/analysis.yaml"
+    params:
+        horizon=config["analysis"]["theory_horizon"],
+    shell:
+        """
+        python -m momentum_ntk.theory_report overlay --pred {input.preds} --horizon-fraction {params.horizon} \
+            --pdf {output.pdf} --png {output.png} >{log} 2>&1
+        """
+
+
+rule theory_width_error_figure:
+    """Max relative error of the linearized prediction up to T vs width (log-log), with the fitted slope."""
+    input:
+        preds=lambda wc: runs_of(wc.dataset, "theory_pred"),
+        records=lambda wc: runs_of(wc.dataset, "theory_record"),
+    output:
+        pdf=PATHS["theory_width_pdf"],
+        png=report(
+            PATHS["theory_width_png"],
+            category="Theory",
+            subcategory="{dataset}",
+            labels={"dataset": "{dataset}", "figure": "theory_width_error"},
+            caption="../report/theory_width_error.rst",
+        ),
+    log:
+        "results/logs/figures/theory_width_error_{dataset}.log",
+    conda:
+        "../../envs/analysis.yaml"
+    params:
+        horizon=config["analysis"]["theory_horizon"],
+    shell:
+        """
+        python -m momentum_ntk.theory_report width --pred {input.preds} --horizon-fraction {params.horizon} \
+            --pdf {output.pdf} --png {output.png} >{log} 2>&1
+        """
+
+
+rule theory_rates_table:
+    """Per setting: measured, linearized, ODE and theorem loss exponents per iteration (Markdown + CSV)."""
+    input:
+        preds=lambda wc: runs_of(wc.dataset, "theory_pred"),
+        records=lambda wc: runs_of(wc.dataset, "theory_record"),
+    output:
+        md=report(
+            PATHS["theory_table_md"],
+            category="Theory",
+            subcategory="{dataset}",
+            labels={"dataset": "{dataset}", "table": "theory_rates"},
+            caption="../report/theory_table.rst",
+        ),
+        csv=PATHS["theory_table_csv"],
+    log:
+        "results/logs/figures/theory_rates_{dataset}.log",
+    conda:
+        "../../envs/analysis.yaml"
+    params:
+        horizon=config["analysis"]["theory_horizon"],
+    shell:
+        """
+        python -m momentum_ntk.theory_report table --pred {input.preds} --horizon-fraction {params.horizon} \
+            --out-md {output.md} --out-csv {output.csv} >{log} 2>&1
+        """
+
+
+# --- targets: one per output kind, every dataset ---------------------------------------------------------------------
+
+
+rule theory_overlay:
+    """Measured vs predicted loss curves (linearized H∞/H(0), ODE with both α, theorem bound), every dataset."""
+    input:
+        expand(PATHS["theory_overlay_png"], dataset=DATASETS),
+
+
+rule theory_width_error:
+    """Linearization error vs width m with the fitted slope (NTK theory: −1/2), every dataset."""
+    input:
+        expand(PATHS["theory_width_png"], dataset=DATASETS),
+
+
+rule theory_table:
+    """Rate table per setting (measured, linearized, ODE, theorem), every dataset."""
+    input:
+        expand(PATHS["theory_table_md"], dataset=DATASETS),
+
+
+rule all_theory:
+    """Every theory overlay, width-error figure and rate table."""
+    input:
+        rules.theory_overlay.input,
+        rules.theory_width_error.input,
+        rules.theory_table.input,
