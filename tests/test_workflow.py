@@ -87,3 +87,50 @@ def test_snakefmt_is_clean():
     files = ["Snakefile", *map(str, sorted((ROOT / "workflow/rules").glob("*.smk")))]
     proc = subprocess.run(["snakefmt", "--check", *files], cwd=ROOT, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory) -> Path:
+    """The tiny preset's whole workflow, run once in a scratch working directory."""
+    workdir = tmp_path_factory.mktemp("tiny")
+    proc = snakemake(
+        "-s", str(ROOT / "Snakefile"), "-d", str(workdir), "--cores", "2",
+        "--configfile", str(ROOT / "workflow/presets/tiny.yaml"),
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    return workdir
+
+
+@pytest.mark.slow
+def test_tiny_preset_runs_end_to_end(tiny_run):
+    runs = sorted((tiny_run / "results/runs/mnist5k").glob("*/*.parquet"))
+    assert len(runs) == 2 * 2 * 1 * 1 * 2  # methods × widths × η × β × seeds of tiny.yaml
+    for name in ["claims.md", "claims.json", "figures/fig1_rho_nag.png", "figures/fig2_loss_mnist5k.pdf",
+                 "figures/table1.md", "figures/theory_overlay_mnist5k.png", "ntk/mnist5k/summary.json"]:  # fmt: skip
+        path = tiny_run / "results" / name
+        assert path.is_file() and path.stat().st_size > 0, name
+    logs = list((tiny_run / "results/logs/train").rglob("*.log"))
+    assert logs and all("slurm_job_id=none" in p.read_text() for p in logs)
+
+
+@pytest.mark.slow
+def test_single_figure_rerun_does_not_retrain(tiny_run):
+    runs = sorted((tiny_run / "results/runs").rglob("*.parquet"))
+    before = {p: p.stat().st_mtime_ns for p in runs}
+    figure = tiny_run / "results/figures/fig2_loss_mnist5k.png"
+    figure.unlink()
+    proc = snakemake("fig2", "-s", str(ROOT / "Snakefile"), "-d", str(tiny_run), "--cores", "2",
+                     "--configfile", str(ROOT / "workflow/presets/tiny.yaml"))  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert figure.is_file() and figure.stat().st_size > 0
+    assert {p: p.stat().st_mtime_ns for p in runs} == before
+    assert not re.search(r"^rule train:", proc.stdout + proc.stderr, re.M)
+
+
+@pytest.mark.slow
+def test_report_builds(tiny_run):
+    report = tiny_run / "report.html"
+    proc = snakemake("-s", str(ROOT / "Snakefile"), "-d", str(tiny_run),
+                     "--configfile", str(ROOT / "workflow/presets/tiny.yaml"), "--report", str(report))  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert report.stat().st_size > 100_000
