@@ -1,0 +1,683 @@
+"""Full-batch GD / HB / NAG training of the two-layer ReLU network (paper §3.1, eqs. 1-5), with per-step metrics.
+
+    PYTHONPATH=src python -m momentum_ntk.train --data results/data/mnist.npz \
+        --ntk-summary results/ntk/mnist/summary.json --dataset mnist --method nag --width 1000 --eta-divisor 10 \
+        --beta 0.99 --seed 0 --steps 1000 --gram-every 50 --out run.parquet --meta run.json
+
+Model and loss (eqs. 1-2), X (n, d) with unit rows, W (d, m) trained, a (m,) in {-1, +1} fixed:
+
+    Z = X W (n, m),   f = relu(Z) a / √m (n,),   r = f − y,   ℓ(W) = ½ Σ_i r_i²
+    ∂ℓ/∂W = Xᵀ [(r ⊗ a/√m) ⊙ S] = [(X ⊙ r)ᵀ S] ⊙ (a/√m)ᵀ,   S = 1{Z > 0}
+
+(1{Z > 0} is autograd's ReLU derivative; it differs from the paper's 1{Z ≥ 0} only where w_rᵀx_i is exactly 0.)
+
+Updates (eqs. 3-5) with w_r(−1) = w_r(0), hence g(−1) = g(0), in velocity form V(t) = W(t) − W(t−1), V(0) = 0:
+
+    V(t+1) = β V(t) − η g(t) − γ η (g(t) − g(t−1)),    GD: β = γ = 0,   HB: γ = 0,   NAG: γ = β
+
+Implemented in the equivalent buffer form (torch.optim.SGD's), which needs no g(t−1) buffer and fewer passes:
+
+    b(t) = g(t) + β b(t−1),    W(t+1) = W(t) − η (ν g(t) + ρ b(t))
+    HB: ν = 0, ρ = 1, b(−1) = 0           (then V(t+1) = −η b(t), so V(t+1) = β V(t) − η g(t))
+    NAG: ν = 1, ρ = β, b(0) = 0           (u(t) = g(t) + β b(t) gives u(t) − β u(t−1) = (1+β) g(t) − β g(t−1),
+                                           and u(0) = g(0): eq. 5 exactly. SGD(nesterov=True) with b(−1) = −g(0)/β.)
+    GD: β = 0 in the HB form (b(t) = g(t)); a pack of GD runs only skips b altogether.
+
+Since a_r/√m is a fixed column scale, the gradient buffers hold G = (X ⊙ r)ᵀ S and the scale is folded into the
+per-column update coefficient. One step is two GEMMs (X·W, (X ⊙ r)ᵀ·S), three passes over Z (relu, GEMV for f,
+sign for S), one small pass over X, and two to three fused passes over (d, m) for the update, plus the metric
+max_r ‖w_r(t) − w_r(0)‖ (sub, square, blocked column sums accumulated in float64).
+
+Packing: ``train_many`` trains k runs that share X, y and W(0) as batched (k, d, m) tensors. Every run's slice of
+every buffer starts on a 256-byte boundary (MKL picks kernels, hence rounding, by alignment), so a run trained in a
+pack is bit-identical to the same run trained alone (tested on CPU; on CUDA untested).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import math
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from momentum_ntk import io, model
+from momentum_ntk.errors import UserError, cli
+
+METHODS = ("gd", "hb", "nag")
+COLUMNS = ("step", "loss", "max_dist", "lambda_min_H", "lambda_max_H", "pattern_changed")
+_ALIGN_BYTES = 256  # per-run slice alignment: MKL's (and cuBLAS's) kernel choice depends on it
+_SUM_BLOCK = 32  # rows per float32 partial sum in the max_dist reduction; partial sums are added in float64
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Runs and their update coefficients
+# --------------------------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class RunSpec:
+    """One optimizer setting: method in METHODS, learning rate η > 0, momentum β in [0, 1) (ignored by GD)."""
+
+    method: str
+    eta: float
+    beta: float = 0.0
+
+    @classmethod
+    def of(cls, run: dict[str, Any] | RunSpec) -> RunSpec:
+        if isinstance(run, RunSpec):
+            spec = run
+        else:
+            unknown = set(run) - {"method", "eta", "beta"}
+            if unknown:
+                raise UserError(f"run {run}: unknown keys {sorted(unknown)}; a run has method, eta, beta")
+            spec = cls(str(run["method"]), float(run["eta"]), float(run.get("beta", 0.0)))
+        if spec.method not in METHODS:
+            raise UserError(f"method {spec.method!r} is not one of {', '.join(METHODS)}")
+        if not (math.isfinite(spec.eta) and spec.eta > 0):
+            raise UserError(f"learning rate eta={spec.eta} must be a finite positive number")
+        if not 0.0 <= spec.beta < 1.0:
+            raise UserError(f"momentum beta={spec.beta} must lie in [0, 1)")
+        return spec
+
+    def coefficients(self) -> tuple[float, float, float, float]:
+        """(β_b, ν, ρ, μ0): b(t) = g + β_b b(t−1), b(0) = μ0 g(0), W −= η (ν g + ρ b)."""
+        if self.method == "gd":
+            return 0.0, 0.0, 1.0, 1.0
+        if self.method == "hb":
+            return self.beta, 0.0, 1.0, 1.0
+        return self.beta, 1.0, self.beta, 0.0
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Packed state: k runs, every per-run slice aligned to _ALIGN_BYTES
+# --------------------------------------------------------------------------------------------------------------------
+def _aligned_empty(k: int, shape: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """Uninitialised (k, *shape) tensor whose k slices are each contiguous and start on an _ALIGN_BYTES boundary."""
+    numel = math.prod(shape)
+    itemsize = torch.empty(0, dtype=dtype).element_size()
+    per = -(-numel * itemsize // _ALIGN_BYTES) * _ALIGN_BYTES // itemsize
+    flat = torch.empty(k * per, dtype=dtype, device=device)
+    strides = [1] * len(shape)
+    for i in range(len(shape) - 2, -1, -1):
+        strides[i] = strides[i + 1] * shape[i + 1]
+    return flat.as_strided((k, *shape), (per, *strides))
+
+
+@dataclass
+class _Shared:
+    """Data shared by every run of a pack (on the compute device, in the compute dtype unless said)."""
+
+    X: torch.Tensor  # (n, d)
+    y: torch.Tensor  # (n,)
+    W0: torch.Tensor  # (d, m)
+    a_s: torch.Tensor  # (m,) a / √m
+    a_s64: torch.Tensor  # (m,) float64, for the update coefficients
+    rows: torch.Tensor  # (n_s,) int64, Gram tracking rows
+    XXt_rows: torch.Tensor  # (n_s, n_s) float64, X_R X_Rᵀ
+    S0: torch.Tensor | None = None  # (n, m) bool, 1{Z(0) ≥ 0}
+
+
+@dataclass
+class _Pack:
+    """State of k runs: weights, momentum buffer, scratch buffers and per-run coefficients."""
+
+    ids: list[int]  # index of each slot in the caller's run list
+    W: torch.Tensor  # (k, d, m)
+    B: torch.Tensor | None  # (k, d, m) momentum buffer b, None when every run is GD
+    G: torch.Tensor  # (k, d, m) gradient G = (X ⊙ r)ᵀ S, also scratch for max_dist
+    Z: torch.Tensor  # (k, n, m) pre-activations, then relu, then the mask S
+    Xr: torch.Tensor  # (k, n, d) X ⊙ r
+    f: torch.Tensor  # (k, n, 1) outputs, then residuals
+    beta_b: torch.Tensor  # (k, 1, 1)
+    mu0: torch.Tensor  # (k, 1, 1)
+    c_g: torch.Tensor | None  # (k, 1, m) −η ν a/√m, None when no run is NAG
+    c_b: torch.Tensor  # (k, 1, m) −η ρ a/√m
+
+    @property
+    def k(self) -> int:
+        return len(self.ids)
+
+
+def _new_pack(sh: _Shared, specs: list[RunSpec], ids: list[int]) -> _Pack:
+    k, (n, d), m = len(ids), sh.X.shape, sh.W0.shape[1]
+    dtype, dev = sh.X.dtype, sh.X.device
+    co = torch.tensor([specs[i].coefficients() for i in ids], dtype=torch.float64, device=dev)  # (k, 4)
+    eta = torch.tensor([specs[i].eta for i in ids], dtype=torch.float64, device=dev)
+    col = -(eta[:, None] * sh.a_s64[None, :])[:, None, :]  # (k, 1, m) −η a/√m
+    momentum = bool((co[:, 0] != 0).any())
+    W = _aligned_empty(k, (d, m), dtype, dev)
+    W.copy_(sh.W0.expand(k, d, m))
+    B = _aligned_empty(k, (d, m), dtype, dev).zero_() if momentum else None
+    return _Pack(
+        ids=list(ids),
+        W=W,
+        B=B,
+        G=_aligned_empty(k, (d, m), dtype, dev),
+        Z=_aligned_empty(k, (n, m), dtype, dev),
+        Xr=_aligned_empty(k, (n, d), dtype, dev),
+        f=_aligned_empty(k, (n, 1), dtype, dev),
+        beta_b=co[:, 0].to(dtype).view(k, 1, 1),
+        mu0=co[:, 3].to(dtype).view(k, 1, 1),
+        c_g=(col * co[:, 1].view(k, 1, 1)).to(dtype) if bool((co[:, 1] != 0).any()) else None,
+        # Without momentum every run is GD, whatever its method: W −= η g.
+        c_b=(col * co[:, 2].view(k, 1, 1)).to(dtype) if momentum else col.to(dtype),
+    )
+
+
+def _select(p: _Pack, keep: list[int]) -> _Pack:
+    """The pack restricted to slots ``keep`` (fresh aligned buffers; used when runs diverge)."""
+
+    def sub(t: torch.Tensor | None) -> torch.Tensor | None:
+        if t is None:
+            return None
+        out = _aligned_empty(len(keep), tuple(t.shape[1:]), t.dtype, t.device)
+        out.copy_(t[keep])
+        return out
+
+    return _Pack(
+        ids=[p.ids[i] for i in keep],
+        W=sub(p.W),
+        B=sub(p.B),
+        G=sub(p.G),
+        Z=sub(p.Z),
+        Xr=sub(p.Xr),
+        f=sub(p.f),
+        beta_b=p.beta_b[keep],
+        mu0=p.mu0[keep],
+        c_g=None if p.c_g is None else p.c_g[keep],
+        c_b=p.c_b[keep],
+    )
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# One step: forward (residuals), metrics, gradient, update
+# --------------------------------------------------------------------------------------------------------------------
+def _preactivations(sh: _Shared, p: _Pack) -> None:
+    """Z = X W for every run (one batched GEMM, X shared)."""
+    k, (n, d) = p.k, sh.X.shape
+    torch.bmm(sh.X.expand(k, n, d), p.W, out=p.Z)
+
+
+def _residuals(sh: _Shared, p: _Pack) -> None:
+    """Z ← relu(Z) in place; f ← relu(Z) a/√m − y, the residual r (k, n, 1)."""
+    p.Z.relu_()
+    for i in range(p.k):  # one GEMV per run: a batched N=1 GEMM rounds differently for different k
+        torch.mv(p.Z[i], sh.a_s, out=p.f[i, :, 0])
+    p.f.sub_(sh.y[:, None])
+
+
+def _gradient(sh: _Shared, p: _Pack) -> None:
+    """G ← (X ⊙ r)ᵀ 1{Z > 0} (k, d, m); needs Z = relu(X W) and f = r; turns Z into the 0/1 mask in place."""
+    p.Z.sign_()
+    torch.mul(sh.X, p.f, out=p.Xr)
+    torch.bmm(p.Xr.transpose(1, 2), p.Z, out=p.G)
+
+
+def _update(p: _Pack, t: int) -> None:
+    """b ← G + β b (b(0) = μ0 G(0)); W ← W + c_g ⊙ G + c_b ⊙ b (c = −η·{ν, ρ}·a/√m per column)."""
+    if p.B is None:
+        p.W.addcmul_(p.G, p.c_b)
+        return
+    if t == 0:
+        torch.mul(p.G, p.mu0, out=p.B)
+    else:
+        torch.addcmul(p.G, p.B, p.beta_b, out=p.B)
+    if p.c_g is not None:
+        p.W.addcmul_(p.G, p.c_g)
+    p.W.addcmul_(p.B, p.c_b)
+
+
+def _col_sums_f64(Q: torch.Tensor) -> torch.Tensor:
+    """Column sums (k, m) of Q (k, d, m) in float64: partial sums over blocks of 32 rows in Q's dtype, then float64."""
+    k, d, m = Q.shape
+    nb = d // _SUM_BLOCK
+    out = Q[:, : nb * _SUM_BLOCK].view(k, nb, _SUM_BLOCK, m).sum(2).to(torch.float64).sum(1)
+    if d % _SUM_BLOCK:
+        out += Q[:, nb * _SUM_BLOCK :].to(torch.float64).sum(1)
+    return out
+
+
+def _loss_and_max_dist(sh: _Shared, p: _Pack) -> torch.Tensor:
+    """(k, 2) float64: ℓ = ½ Σ r² and max_r ‖w_r − w_r(0)‖ per run. Uses G as scratch (call before _gradient)."""
+    torch.sub(p.W, sh.W0, out=p.G)
+    p.G.mul_(p.G)
+    loss = 0.5 * p.f.to(torch.float64).square().sum((1, 2))
+    return torch.stack([loss, _col_sums_f64(p.G).amax(1).sqrt()], 1)
+
+
+def gram_exact(XXt: torch.Tensor, S: torch.Tensor) -> torch.Tensor:
+    """H = (X Xᵀ) ⊙ (S Sᵀ) / m in XXt's dtype (float64), equal bit for bit to ``model.gram_from_pattern``.
+
+    S Sᵀ counts co-activations, integers ≤ m < 2^24, so a float32 GEMM computes it exactly at half the cost.
+    """
+    m = S.shape[1]
+    if m >= 2**24:
+        return model.gram_from_pattern(XXt, S)
+    Sf = S.to(torch.float32)
+    return XXt * (Sf @ Sf.T).to(XXt.dtype) / m
+
+
+def _track(sh: _Shared, p: _Pack) -> torch.Tensor:
+    """(k, 3) float64: λmin(H), λmax(H) on the tracked rows and the fraction of S (n, m) changed since step 0.
+
+    Reads the pre-activations Z = X W (call between _preactivations and _residuals).
+    """
+    out = torch.empty(p.k, 3, dtype=torch.float64)
+    first = sh.S0 is None  # step 0: every run of the pack is still at the shared W(0)
+    for i in range(p.k):
+        if first and i > 0:
+            out[i] = out[0]
+            continue
+        S = p.Z[i] >= 0
+        if first:
+            sh.S0 = S
+        changed = torch.ne(S, sh.S0).sum().item() / S.numel()
+        ev = torch.linalg.eigvalsh(gram_exact(sh.XXt_rows, S[sh.rows]))
+        out[i, 0], out[i, 1], out[i, 2] = ev[0].item(), ev[-1].item(), changed
+    return out
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Public API
+# --------------------------------------------------------------------------------------------------------------------
+def resolve_dtype(dtype: str | torch.dtype | None, like: np.ndarray) -> torch.dtype:
+    """torch dtype from "float32" / "float64" / a torch dtype; None means the dtype of ``like``."""
+    if dtype is None:
+        dtype = str(like.dtype)
+    if isinstance(dtype, torch.dtype):
+        out = dtype
+    else:
+        out = {"float32": torch.float32, "float64": torch.float64}.get(str(dtype).removeprefix("torch."))
+    if out not in (torch.float32, torch.float64):
+        raise UserError(f"dtype {dtype!r} is not supported; use float32 or float64")
+    return out
+
+
+def resolve_device(device: str) -> str:
+    """Resolve "auto" to "cuda" when a CUDA device is visible, else "cpu"; "cpu", "cuda", "cuda:<i>" pass through."""
+    device = str(device).strip()
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device != "cpu" and not device.startswith("cuda"):
+        raise UserError(f"device {device!r} is not one of auto, cpu, cuda, cuda:<i>")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError(f"device {device!r} was asked for but torch sees no CUDA device; use --device auto or cpu")
+    return device
+
+
+def strict_float32() -> None:
+    """Disable TF32 and reduced-precision matmuls: float32 math is IEEE float32 on every device."""
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    torch.set_float32_matmul_precision("highest")
+
+
+def _check_inputs(X: np.ndarray, y: np.ndarray, W0: np.ndarray, a: np.ndarray) -> None:
+    n, d = X.shape if X.ndim == 2 else (-1, -1)
+    if n < 1 or y.shape != (n,) or W0.shape[:1] != (d,) or W0.ndim != 2 or a.shape != W0.shape[1:]:
+        raise UserError(
+            f"shapes do not fit: X {X.shape} (n, d), y {y.shape} (n,), W0 {W0.shape} (d, m), a {a.shape} (m,)"
+        )
+
+
+def train_many(
+    X: np.ndarray,
+    y: np.ndarray,
+    W0: np.ndarray,
+    a: np.ndarray,
+    runs: Sequence[dict[str, Any] | RunSpec],
+    *,
+    steps: int,
+    gram_every: int = 0,
+    gram_rows: Sequence[int] | np.ndarray | None = None,
+    dtype: str | torch.dtype | None = None,
+    device: str = "cpu",
+    divergence_factor: float = 1e6,
+    progress: bool = False,
+) -> list[pd.DataFrame]:
+    """Train k runs (dicts with method, eta, beta) from the same W(0) in one batched job; one DataFrame per run.
+
+    Each frame has one row per step 0..steps_done with the CONTRACT.md columns (``COLUMNS``), and ``attrs``
+    {method, eta, beta, steps, steps_done, diverged, diverged_step, last_finite_loss}. λmin/λmax of H(t) on
+    ``gram_rows`` and pattern_changed are filled at steps 0, steps and every ``gram_every`` steps (0: first and last
+    only), NaN elsewhere. A run stops at the first step whose loss is non-finite or above divergence_factor·ℓ(0);
+    that step's row is kept when its loss is finite. Every run is bit-identical to the same run trained alone.
+    """
+    specs = [RunSpec.of(r) for r in runs]
+    if not specs:
+        raise UserError("no runs given")
+    if steps < 0 or gram_every < 0:
+        raise UserError(f"steps={steps} and gram_every={gram_every} must be >= 0")
+    X, y, W0, a = (np.asarray(v) for v in (X, y, W0, a))
+    _check_inputs(X, y, W0, a)
+    tdtype = resolve_dtype(dtype, X)
+    dev = torch.device(resolve_device(device))
+    strict_float32()
+    n, m = X.shape[0], W0.shape[1]
+    rows = np.arange(n) if gram_rows is None else np.asarray(gram_rows, dtype=np.int64)
+    if rows.ndim != 1 or rows.size == 0 or rows.min() < 0 or rows.max() >= n:
+        raise UserError(f"gram_rows must be a non-empty list of row indices in [0, {n})")
+
+    # torch.tensor copies into torch's 64-byte aligned allocations: MKL results do not depend on NumPy's alignment.
+    def put(v: np.ndarray, dt: torch.dtype = tdtype) -> torch.Tensor:
+        return torch.tensor(v, dtype=dt, device=dev)
+
+    X64 = np.asarray(X, dtype=np.float64)
+    a_s64 = put(np.asarray(a, dtype=np.float64) / math.sqrt(m), torch.float64)
+    sh = _Shared(
+        X=put(X),
+        y=put(y),
+        W0=put(W0),
+        a_s=a_s64.to(tdtype),
+        a_s64=a_s64,
+        rows=put(rows, torch.int64),
+        XXt_rows=put(X64[rows] @ X64[rows].T, torch.float64),
+    )
+    k = len(specs)
+    tracked = {0, steps} | (set(range(0, steps + 1, gram_every)) if gram_every else set())
+    rec = np.full((k, steps + 1, 5), np.nan)  # loss, max_dist, λmin, λmax, pattern_changed
+    last = np.full(k, -1)  # last kept step per run
+    diverged_step: list[int | None] = [None] * k
+    loss0 = np.full(k, np.nan)
+
+    p = _new_pack(sh, specs, list(range(k)))
+    bar = _progress(steps, progress)
+    for t in range(steps + 1):
+        _preactivations(sh, p)
+        if t in tracked:
+            rec[p.ids, t, 2:] = _track(sh, p).numpy()
+        _residuals(sh, p)
+        metrics = _loss_and_max_dist(sh, p).cpu().numpy()
+        if t == 0:
+            loss0[p.ids] = metrics[:, 0]
+        keep = []
+        for slot, run in enumerate(p.ids):
+            loss = metrics[slot, 0]
+            if np.isfinite(loss):
+                rec[run, t, :2] = metrics[slot]
+                last[run] = t
+            if not np.isfinite(loss) or loss > divergence_factor * loss0[run]:
+                diverged_step[run] = t
+            else:
+                keep.append(slot)
+        if not keep or t == steps:
+            break
+        if len(keep) < p.k:
+            p = _select(p, keep)
+        _gradient(sh, p)
+        _update(p, t)
+        bar.update(1)
+    bar.close()
+    return [_frame(specs[j], rec[j], int(last[j]), diverged_step[j], steps) for j in range(k)]
+
+
+def train(
+    X: np.ndarray,
+    y: np.ndarray,
+    W0: np.ndarray,
+    a: np.ndarray,
+    *,
+    method: str,
+    eta: float,
+    beta: float,
+    steps: int,
+    gram_every: int = 0,
+    gram_rows: Sequence[int] | np.ndarray | None = None,
+    dtype: str | torch.dtype | None = None,
+    device: str = "cpu",
+    divergence_factor: float = 1e6,
+    progress: bool = False,
+) -> pd.DataFrame:
+    """Train one run (GD eq. 3, HB eq. 4 or NAG eq. 5) from W0 (d, m) on X (n, d), y (n,) with output weights a (m,).
+
+    Computes in ``dtype`` (default: X's dtype) on ``device``; returns one row per step (see ``train_many``) with
+    divergence info in ``df.attrs``.
+    """
+    return train_many(
+        X,
+        y,
+        W0,
+        a,
+        [RunSpec(method, float(eta), float(beta))],
+        steps=steps,
+        gram_every=gram_every,
+        gram_rows=gram_rows,
+        dtype=dtype,
+        device=device,
+        divergence_factor=divergence_factor,
+        progress=progress,
+    )[0]
+
+
+def loss_and_grad(X: torch.Tensor, y: torch.Tensor, W: torch.Tensor, a: torch.Tensor) -> tuple[float, torch.Tensor]:
+    """ℓ(W) (float64) and ∂ℓ/∂W (d, m) by the training loop's own hand-written two-GEMM code path."""
+    m = W.shape[1]
+    a_s64 = (a.to(torch.float64) / math.sqrt(m)).to(W.device)
+    empty = torch.empty(0, dtype=torch.int64, device=W.device)
+    sh = _Shared(X=X, y=y, W0=W, a_s=a_s64.to(W.dtype), a_s64=a_s64, rows=empty, XXt_rows=empty)
+    p = _new_pack(sh, [RunSpec("gd", 1.0)], [0])
+    _preactivations(sh, p)
+    _residuals(sh, p)
+    loss = float(_loss_and_max_dist(sh, p)[0, 0])
+    _gradient(sh, p)
+    return loss, p.G[0] * sh.a_s
+
+
+def _frame(spec: RunSpec, rec: np.ndarray, last: int, diverged_step: int | None, steps: int) -> pd.DataFrame:
+    rows = rec[: last + 1]
+    df = pd.DataFrame(
+        {
+            "step": np.arange(last + 1, dtype=np.int64),
+            "loss": rows[:, 0],
+            "max_dist": rows[:, 1],
+            "lambda_min_H": rows[:, 2],
+            "lambda_max_H": rows[:, 3],
+            "pattern_changed": rows[:, 4],
+        }
+    )
+    df.attrs.update(
+        method=spec.method,
+        eta=spec.eta,
+        beta=spec.beta,
+        steps=steps,
+        steps_done=last,
+        diverged=diverged_step is not None,
+        diverged_step=diverged_step,
+        last_finite_loss=float(rows[-1, 0]) if last >= 0 else None,
+    )
+    return df
+
+
+class _NoBar:
+    def update(self, n: int = 1) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def _progress(steps: int, enabled: bool) -> Any:
+    """A tqdm bar on stderr (steps/s and ETA, refreshed at most every 5 s so logs stay small)."""
+    if not enabled:
+        return _NoBar()
+    from tqdm import tqdm
+
+    return tqdm(total=steps, unit="step", mininterval=5.0, file=sys.stderr, dynamic_ncols=False, ascii=True)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Gram tracking rows and λ0 on them
+# --------------------------------------------------------------------------------------------------------------------
+def gram_rows_subset(n: int, max_n: int, seed: int) -> np.ndarray:
+    """All rows when n <= max_n, else a seeded sorted sample of max_n distinct rows (PCG64 seeded by (seed, n))."""
+    if max_n < 1:
+        raise UserError(f"--gram-max-n must be >= 1, got {max_n}")
+    if n <= max_n:
+        return np.arange(n, dtype=np.int64)
+    rng = np.random.Generator(np.random.PCG64([int(seed), int(n)]))
+    return np.sort(rng.choice(n, size=max_n, replace=False)).astype(np.int64)
+
+
+def gram_inf(X: np.ndarray) -> np.ndarray:
+    """H∞ (eq. 10) in closed form for unit rows: H∞_ij = x_iᵀx_j (π − arccos x_iᵀx_j) / (2π), float64 (n, n)."""
+    X = np.asarray(X, dtype=np.float64)
+    C = np.clip(X @ X.T, -1.0, 1.0)
+    return C * (np.pi - np.arccos(C)) / (2 * np.pi)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# CLI
+# --------------------------------------------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="python -m momentum_ntk.train", description=__doc__.split("\n")[0])
+    ap.add_argument("--data", required=True, type=Path, help="binarized data .npz (X, y)")
+    ap.add_argument("--ntk-summary", type=Path, help="NTK summary.json (learning rates per eta divisor)")
+    ap.add_argument("--dataset", required=True)
+    ap.add_argument("--method", required=True, choices=METHODS)
+    ap.add_argument("--width", required=True, type=int, help="hidden width m")
+    ap.add_argument("--eta-divisor", type=int, default=None, help="η = summary['eta'][str(divisor)]")
+    ap.add_argument("--eta", type=float, default=None, help="explicit learning rate (overrides the divisor)")
+    ap.add_argument("--beta", type=float, default=0.0)
+    ap.add_argument("--seed", type=int, default=0, help="seed of W(0), a (model.init_params)")
+    ap.add_argument("--steps", type=int, default=1000)
+    ap.add_argument("--gram-every", type=int, default=50, help="track H(t) every this many steps (0: first and last)")
+    ap.add_argument("--gram-max-n", type=int, default=2000, help="track H(t) on at most this many rows")
+    ap.add_argument("--gram-seed", type=int, default=0)
+    ap.add_argument("--dtype", choices=("float32", "float64"), default="float32")
+    ap.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:<i>")
+    ap.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    ap.add_argument("--divergence-factor", type=float, default=1e6)
+    ap.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True, help="tqdm bar on stderr")
+    ap.add_argument("--out", required=True, type=Path, help="run Parquet")
+    ap.add_argument("--meta", required=True, type=Path, help="run sidecar JSON")
+    return ap
+
+
+def load_data(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """X (n, d) and y (n,) float64 from a binarized-data .npz."""
+    if not path.is_file():
+        raise UserError(f"{path}: data file not found; run the data stage first (snakemake results/data/...)")
+    with np.load(path) as z:
+        missing = {"X", "y"} - set(z.files)
+        if missing:
+            raise UserError(f"{path}: missing arrays {sorted(missing)}; rebuild it with the data stage")
+        X, y = np.asarray(z["X"], dtype=np.float64), np.asarray(z["y"], dtype=np.float64)
+    if X.ndim != 2 or y.shape != (X.shape[0],):
+        raise UserError(f"{path}: X {X.shape} and y {y.shape} do not form (n, d) and (n,); rebuild it")
+    return X, y
+
+
+def learning_rate(args: argparse.Namespace) -> float:
+    """--eta if given, else summary['eta'][str(--eta-divisor)]."""
+    if args.eta is not None:
+        return float(args.eta)
+    if args.ntk_summary is None or args.eta_divisor is None:
+        raise UserError("give --ntk-summary and --eta-divisor (η = 1/(divisor·λm)), or an explicit --eta")
+    if not args.ntk_summary.is_file():
+        raise UserError(f"{args.ntk_summary}: NTK summary not found; run the ntk stage first")
+    etas = io.read_json(args.ntk_summary).get("eta", {})
+    key = str(args.eta_divisor)
+    if key not in etas:
+        raise UserError(
+            f"{args.ntk_summary}: no learning rate for eta divisor {key} (it has {sorted(etas, key=int)}); "
+            f"add {key} to grid.eta_divisors in the config and rerun the ntk stage"
+        )
+    return float(etas[key])
+
+
+@contextlib.contextmanager
+def _device(requested: str) -> Iterator[str]:
+    """The concrete device: "cpu", or a CUDA device leased through momentum_ntk.lease (imported only then)."""
+    resolved = resolve_device(requested)
+    if resolved == "cpu":
+        yield "cpu"
+        return
+    from momentum_ntk.lease import device_lease
+
+    with device_lease(resolved) as dev:
+        yield dev
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.width < 1 or args.steps < 0 or args.gram_every < 0 or args.threads < 1:
+        raise UserError("--width and --threads must be >= 1, --steps and --gram-every >= 0")
+    torch.set_num_threads(args.threads)
+    eta = learning_rate(args)
+    X, y = load_data(args.data)
+    n, d = X.shape
+    W0, a = model.init_params(d, args.width, args.seed)
+    rows = gram_rows_subset(n, args.gram_max_n, args.gram_seed)
+    lambda0_rows = float(np.linalg.eigvalsh(gram_inf(X[rows]))[0])
+
+    with _device(args.device) as device:
+        t0 = time.perf_counter()
+        df = train(
+            X,
+            y,
+            W0,
+            a,
+            method=args.method,
+            eta=eta,
+            beta=args.beta,
+            steps=args.steps,
+            gram_every=args.gram_every,
+            gram_rows=rows,
+            dtype=args.dtype,
+            device=device,
+            divergence_factor=args.divergence_factor,
+            progress=args.progress,
+        )
+        if device.startswith("cuda"):
+            torch.cuda.synchronize(device)
+        wall = time.perf_counter() - t0
+
+    info = dict(df.attrs)
+    df.attrs = {}  # Parquet stays free of run metadata (the sidecar has it): same seed, same bytes
+    io.write_parquet(args.out, df)
+    io.write_json(
+        args.meta,
+        {
+            "dataset": args.dataset,
+            "method": args.method,
+            "width": args.width,
+            "eta_divisor": args.eta_divisor,
+            "eta": eta,
+            "beta": args.beta,
+            "seed": args.seed,
+            "steps": args.steps,
+            "steps_done": info["steps_done"],
+            "diverged": info["diverged"],
+            "diverged_step": info["diverged_step"],
+            "last_finite_loss": info["last_finite_loss"],
+            "gram_every": args.gram_every,
+            "gram_rows": rows,
+            "lambda0_rows": lambda0_rows,
+            "dtype": args.dtype,
+            "tf32": bool(torch.backends.cuda.matmul.allow_tf32),
+            "device": device,
+            "threads": args.threads,
+            "wall_s": wall,
+            "steps_per_s": max(info["steps_done"], 0) / wall if wall > 0 else None,
+            "environment": io.environment_record(),
+            "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+        },
+    )
+    status = f"diverged at step {info['diverged_step']}" if info["diverged"] else "done"
+    print(
+        f"{args.method} m={args.width} eta={eta:.4g} beta={args.beta}: {status}, {info['steps_done']} steps, "
+        f"loss {info['last_finite_loss']}, {wall:.1f} s on {device}",
+        file=sys.stderr,
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(cli(main))
