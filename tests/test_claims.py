@@ -132,6 +132,32 @@ def test_loss_plateau_is_inconclusive_not_linear() -> None:
     assert below["verdict"].tolist() == [FAILS] * 3
 
 
+def test_oscillating_momentum_loss_still_converges_linearly() -> None:
+    def hb_swinging(t: np.ndarray, seed: int) -> np.ndarray:
+        # an underdamped HB mode: the loss swings by ~2.5 decades around a 0.95^t decay
+        return (1.0 + 0.1 * seed) * 0.95**t * (1 + 0.9 * np.cos(2 * np.pi * t / 25 + seed)) ** 2
+
+    runs = long_table(hb=hb_swinging)
+    lin = claims.evaluate(summarize(runs, [10]), runs)["linear_convergence"]
+    hb = lin[lin["method"] == "hb"]
+    assert hb["verdict"].tolist() == [HOLDS] * 3
+    assert np.allclose(hb["rho"], 0.95, rtol=0.005) and (hb["osc_decades"] > 2).all()
+
+
+def test_loss_that_does_not_decay_fails_linear_convergence() -> None:
+    def creeping_up(t: np.ndarray, seed: int) -> np.ndarray:
+        return (1.0 + 0.1 * seed) * (1.0 + 1e-3 * t)  # rises slowly, never flagged as diverged
+
+    def stalling(t: np.ndarray, seed: int) -> np.ndarray:
+        return (1.0 + 0.1 * seed) * (0.9**t + 0.5)  # loses a factor 3, then stops at ℓ(0)/3
+
+    runs = long_table(hb=creeping_up, nag=stalling)
+    lin = claims.evaluate(summarize(runs, [10]), runs)["linear_convergence"].set_index("method")
+    assert lin["verdict"].tolist() == [FAILS] * 6
+    assert lin.loc["hb", "reason"].str.contains("does not decay").all()
+    assert lin.loc["nag", "reason"].str.contains("stalls").all()
+
+
 def test_cli_writes_markdown_and_json_for_two_datasets(tmp_path: Path) -> None:
     args = []
     for ds, nag in (("a", nag_curve), ("b", lambda t, s: hb_curve(t, s) * np.where(t < 150, 0.5, 2.0))):

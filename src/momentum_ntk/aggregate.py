@@ -18,7 +18,8 @@ its ``.parquet`` (same stem, docs/CONTRACT.md). ``diverged`` is the run-level fl
 row of that run. Sorted by (dataset, method, width, eta_divisor, beta, seed, step).
 
 Summary: one row per setting (dataset, method, width, eta_divisor, beta); the columns are listed in
-:func:`summarize`. The linear-rate fit (:func:`fit_linear_rate`) is done per seed and then averaged.
+:func:`summarize`. The linear-rate fit (:func:`fit_linear_rate`, a least-squares line through the log of the running
+minimum of the loss, robust to the oscillation of momentum methods) is done per seed and then averaged.
 """
 
 from __future__ import annotations
@@ -211,21 +212,34 @@ def read_summary(path: str | Path) -> pd.DataFrame:
     return df
 
 
-
 # --------------------------------------------------------------------------------------------------------------------
 # Linear-rate fit
+#
+# Momentum methods make the loss oscillate (an underdamped HB/NAG mode multiplies the decay by a periodic factor such
+# as (1 + a·cos ωt)²), so a least-squares line through log ℓ itself, or a search for a window with small residuals,
+# can lock onto one swing of the oscillation and report a rate ρ > 1 for a run that fell by orders of magnitude. The
+# fit is therefore done on the running minimum of the loss, L(t) = min_{s ≤ t} ℓ(s), the tightest non-increasing
+# lower envelope of the curve: for C·ρ^t·(oscillation) it is a staircase under C'·ρ^t that descends at exactly the
+# rate ρ, it has no end effect (its last stair is at most one period long), and a least-squares line through a
+# non-increasing sequence has a slope ≤ 0, so ρ ≤ 1 always, with ρ = 1 only when the loss made no new low in the
+# window. Where a smooth slow mode lies under a decaying oscillation, L follows the slow mode, i.e. the rate that
+# governs the loss in the long run.
 
 
 @dataclass(frozen=True)
 class RateFit:
-    """Least-squares fit log(loss) ≈ intercept + slope·step over a window [start_step, end_step].
+    """Least-squares fit log L ≈ intercept + slope·step over a window [start_step, end_step], L the running minimum of
+    the loss (its lower envelope, see above).
 
-    ``rho = exp(slope)`` is the per-step contraction factor of the loss; ``decades`` is the loss drop of the fitted
-    line over the window in powers of ten; ``rms`` the root-mean-square residual in natural-log units;
-    ``floor_step`` the step where a detected floor (or plateau) begins and ``floor_ratio`` its level over ℓ(0) (both
-    NaN if none); ``within_tol`` whether the window met the
-    residual tolerance (False: the whole admissible window was used anyway); ``reached_start`` whether the loss fell
-    to ``start_ratio``·ℓ(0) (False: the window starts at step 0).
+    ``rho = exp(slope)`` is the per-step contraction factor of the loss envelope; ``r2`` and ``rms`` (natural-log
+    units) measure how well a line fits log L over the window; ``decades`` is the loss drop of the fitted line over
+    the window in powers of ten; ``floor_step`` the step where a detected floor (or plateau) begins and
+    ``floor_ratio`` its level (median loss after ``floor_step``) over ℓ(0) (both NaN if none); ``within_tol`` whether
+    ``rms`` ≤ the tolerance of :func:`fit_linear_rate`; ``reached_start`` whether the loss fell to
+    ``start_ratio``·ℓ(0) (False: the window starts at step 0). For comparison, ``raw_slope`` and ``raw_r2`` are the
+    same least-squares fit to log ℓ itself over the same window (oscillation makes them unreliable), and
+    ``osc_decades`` the largest rise of the loss above its running minimum inside the window, in decades (0 for a
+    monotone curve).
     """
 
     slope: float
@@ -241,11 +255,14 @@ class RateFit:
     floor_ratio: float
     within_tol: bool
     reached_start: bool
+    raw_slope: float
+    raw_r2: float
+    osc_decades: float
 
     @staticmethod
     def empty() -> RateFit:
         nan = math.nan
-        return RateFit(nan, nan, nan, nan, nan, nan, nan, 0, nan, nan, nan, False, False)
+        return RateFit(nan, nan, nan, nan, nan, nan, nan, 0, nan, nan, nan, False, False, nan, nan, nan)
 
 
 def _cumsums(t: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, ...]:
@@ -265,22 +282,33 @@ def _segment_sse(cs: tuple[np.ndarray, ...], i: np.ndarray | int, j: np.ndarray 
     return slope, sse, n
 
 
+def _line_fit(t: np.ndarray, y: np.ndarray) -> tuple[float, float, float, float]:
+    """(slope, intercept, R², RMS residual) of the least-squares line y ≈ intercept + slope·t (R² NaN if y is flat)."""
+    slope, intercept = np.polyfit(t, y, 1)
+    resid = y - (intercept + slope * t)
+    sst = float(np.sum((y - y.mean()) ** 2))
+    r2 = 1.0 - float(np.sum(resid**2)) / sst if sst > 0 else math.nan
+    return float(slope), float(intercept), r2, float(np.sqrt(np.mean(resid**2)))
+
+
 def _floor_index(
-    t: np.ndarray, y: np.ndarray, s: int, *, min_points: int, floor_drop: float, floor_factor: float
+    t: np.ndarray, env: np.ndarray, y: np.ndarray, s: int, *, min_points: int, floor_drop: float,
+    floor_factor: float, floor_slope_frac: float,
 ) -> tuple[int, int | None, float]:
     """(last admissible window index, floor start index or None, floor level ln ℓ or NaN) after index ``s``.
 
-    A floor (or plateau) is found with a two-segment least-squares fit of log-loss on [s, end]: if the best split
-    clearly beats one line (the SSE halves), the first segment decays, and over the second segment the loss falls by
-    less than a factor ``floor_drop`` in all (or rises), the floor starts at the split. A slow but steady decay is
-    therefore no floor. The window then ends before the loss first comes within ``floor_factor`` of the floor level
-    (median of the loss after the split), which keeps the bend of the knee out of the fit; after a rise (blow-up) it
-    ends at the turn.
+    A floor (or plateau) is found with a two-segment least-squares fit of the log envelope ``env`` (running minimum of
+    log ℓ) on [s, end]: it starts at the best split if that split clearly beats one line (the SSE halves), the first
+    segment decays, and the second segment both loses less than a factor ``floor_drop`` in all and is at most
+    ``floor_slope_frac`` as steep as the first. A slow but steady decay (a second, slower time scale) is therefore no
+    floor. The floor level is the median of log ℓ (``y``) after the split; a loss that turns up again after decaying
+    shows as a floor at that (high) level. The window then ends before the envelope first comes within
+    ``floor_factor`` of the floor level, which keeps the bend of the knee out of the fit.
     """
     n = len(t)
     if n - s < 2 * min_points:
         return n - 1, None, math.nan
-    cs = _cumsums(t[s:] - t[s], y[s:])
+    cs = _cumsums(t[s:] - t[s], env[s:])
     m = n - s
     _, sse1, _ = _segment_sse(cs, 0, m)
     splits = np.arange(min_points, m - min_points + 1)
@@ -289,12 +317,11 @@ def _floor_index(
     k = int(np.argmin(sse_a + sse_b))
     split = s + int(splits[k])
     tail_drop = -sl_b[k] * (t[-1] - t[split])
-    if not (sl_a[k] < 0 and tail_drop < math.log(floor_drop) and sse_a[k] + sse_b[k] < 0.5 * sse1):
+    flat = sl_b[k] >= floor_slope_frac * sl_a[k]
+    if not (sl_a[k] < 0 and flat and tail_drop < math.log(floor_drop) and sse_a[k] + sse_b[k] < 0.5 * sse1):
         return n - 1, None, math.nan
     level = float(np.median(y[split:]))
-    if sl_b[k] >= 0:
-        return max(split - 1, s + min_points - 1), split, level
-    near = np.nonzero(y[s : split + 1] <= level + math.log(floor_factor))[0]
+    near = np.nonzero(env[s : split + 1] <= level + math.log(floor_factor))[0]
     end = s + int(near[0]) - 1 if near.size else split - 1
     return max(end, s + min_points - 1), split, level
 
@@ -306,18 +333,18 @@ def fit_linear_rate(
     start_ratio: float = 0.1,
     rms_tol: float = 0.25,
     min_points: int = 5,
-    min_frac: float = 0.2,
     floor_drop: float = 3.0,
     floor_factor: float = 10.0,
+    floor_slope_frac: float = 0.2,
 ) -> RateFit:
-    """Per-step linear convergence rate of one loss curve (robust window choice, see :class:`RateFit`).
+    """Per-step linear convergence rate of one loss curve, robust to oscillation (see :class:`RateFit`).
 
-    1. Use the finite, positive prefix of the curve (a diverged run stops at its last finite loss).
+    1. Use the finite, positive prefix of the curve (a diverged run stops at its last finite loss) and its running
+       minimum L (the lower envelope; the section comment above says why).
     2. Start at the first step with loss ≤ ``start_ratio``·ℓ(0) (skips the momentum warm-up; step 0 if never).
-    3. Cut a floor or plateau off the end (:func:`_floor_index`).
-    4. Take the longest window from the start, at least ``min_frac`` of the admissible range and ``min_points`` long,
-       whose least-squares residual RMS stays ≤ ``rms_tol`` (natural-log units); if none does, use the whole
-       admissible range and set ``within_tol`` False.
+    3. Cut a floor or plateau off the end (:func:`_floor_index`, parameters ``floor_*``).
+    4. Fit log L by least squares over the whole remaining window (at least ``min_points`` steps). ``within_tol``
+       records whether the residual RMS is ≤ ``rms_tol`` (natural-log units); it does not move the window.
     """
     t = np.asarray(step, dtype=float)
     y_raw = np.asarray(loss, dtype=float)
@@ -326,41 +353,35 @@ def fit_linear_rate(
     if n < min_points:
         return RateFit.empty()
     t, y = t[:n], np.log(y_raw[:n])
+    env = np.minimum.accumulate(y)
     hit = np.nonzero(y <= y[0] + math.log(start_ratio))[0]
     reached = bool(hit.size)
     s = int(hit[0]) if reached else 0
     if n - s < min_points:
         s = max(0, n - min_points)
-    e_max, floor, level = _floor_index(t, y, s, min_points=min_points, floor_drop=floor_drop,
-                                       floor_factor=floor_factor)
-    e_max = min(max(e_max, s + min_points - 1), n - 1)
-    cs = _cumsums(t[s : e_max + 1] - t[s], y[s : e_max + 1])
-    length = e_max - s + 1
-    min_len = min(length, max(min_points, math.ceil(min_frac * length)))
-    ends = np.arange(min_len, length + 1)
-    _, sse, cnt = _segment_sse(cs, np.zeros_like(ends), ends)
-    ok = np.nonzero(np.sqrt(sse / cnt) <= rms_tol)[0]
-    within = bool(ok.size)
-    e = s + int(ends[ok[-1]]) - 1 if within else e_max
-    tw, yw = t[s : e + 1], y[s : e + 1]
-    slope, intercept = np.polyfit(tw, yw, 1)
-    resid = yw - (intercept + slope * tw)
-    sst = float(np.sum((yw - yw.mean()) ** 2))
-    r2 = 1.0 - float(np.sum(resid**2)) / sst if sst > 0 else math.nan
+    e, floor, level = _floor_index(t, env, y, s, min_points=min_points, floor_drop=floor_drop,
+                                   floor_factor=floor_factor, floor_slope_frac=floor_slope_frac)
+    e = min(max(e, s + min_points - 1), n - 1)
+    tw, ew, yw = t[s : e + 1], env[s : e + 1], y[s : e + 1]
+    slope, intercept, r2, rms = _line_fit(tw, ew)
+    raw_slope, _, raw_r2, _ = _line_fit(tw, yw)
     return RateFit(
-        slope=float(slope),
-        intercept=float(intercept),
-        rho=float(math.exp(slope)),
+        slope=slope,
+        intercept=intercept,
+        rho=math.exp(slope),
         r2=r2,
-        rms=float(np.sqrt(np.mean(resid**2))),
+        rms=rms,
         start_step=float(tw[0]),
         end_step=float(tw[-1]),
         n_points=int(len(tw)),
-        decades=float(-slope * (tw[-1] - tw[0]) / math.log(10)),
+        decades=-slope * float(tw[-1] - tw[0]) / math.log(10),
         floor_step=float(t[floor]) if floor is not None else math.nan,
         floor_ratio=float(math.exp(level - y[0])) if floor is not None else math.nan,
-        within_tol=within,
+        within_tol=bool(rms <= rms_tol),
         reached_start=reached,
+        raw_slope=raw_slope,
+        raw_r2=raw_r2,
+        osc_decades=float(np.max(yw - ew)) / math.log(10),
     )
 
 
@@ -450,12 +471,15 @@ def summarize(
       run ended before S are skipped; NaN if none reached S)
     - ``steps_to_1e-{k}``: mean over the seeds that got there of the first step with ℓ ≤ ℓ(0)·10^-k (NaN if none did);
       ``n_reached_1e-{k}``: how many seeds got there
-    - ``rate_slope_mean``, ``rate_slope_std``: per-seed fitted slope of log ℓ vs step (:func:`fit_linear_rate`);
-      ``rate_rho`` = exp(rate_slope_mean), ``rate_rho_min``, ``rate_rho_max`` over seeds; ``rate_r2_min``,
-      ``rate_rms_max``, ``rate_decades_min``, ``rate_start_mean``, ``rate_end_mean``, ``rate_floor_mean`` (mean over
-      the seeds with a detected floor), ``rate_floor_ratio_max`` (highest floor level / ℓ(0); NaN: no floor),
-      ``rate_coverage_min`` (worst seed's window length / steps before its floor or
-      run end), ``rate_n_within_tol`` (seeds whose window met the residual tolerance)
+    - ``rate_slope_mean``, ``rate_slope_std``: per-seed fitted slope of log L vs step, L the running minimum of the
+      loss (:func:`fit_linear_rate`); ``rate_rho`` = exp(rate_slope_mean), ``rate_rho_min``, ``rate_rho_max`` over
+      seeds; ``rate_r2_min``, ``rate_rms_max`` (of the fit to log L), ``rate_decades_min``, ``rate_start_mean``,
+      ``rate_end_mean``, ``rate_floor_mean`` (mean over the seeds with a detected floor), ``rate_floor_ratio_max``
+      (highest floor level / ℓ(0); NaN: no floor), ``rate_coverage_min`` (worst seed's window length / steps before its
+      floor or run end), ``rate_n_within_tol`` (seeds whose envelope fit has RMS ≤ the tolerance);
+      ``rate_raw_slope_mean``, ``rate_raw_r2_min``: the same fit to log ℓ itself over the same windows (for
+      comparison; oscillation makes it unreliable); ``rate_osc_decades_max``: largest rise of the loss above its
+      running minimum inside a window, in decades (how strongly the loss oscillates)
     - ``nag_hb_ratio_gmean_t{S}``, ``nag_hb_ratio_min_t{S}``, ``nag_hb_ratio_max_t{S}``, ``n_pairs``: on NAG rows only
       (NaN elsewhere), the seed-paired ratio ℓ_NAG(S)/ℓ_HB(S) of the same (width, eta_divisor, beta, seed): geometric
       mean, min and max over seeds
@@ -467,7 +491,7 @@ def summarize(
     per_run = _per_run_numbers(runs, report_steps, decades)
     fits = fit_runs(runs).set_index(RUN_KEYS)
     per_run = per_run.join(fits[["slope", "rho", "r2", "rms", "decades", "start_step", "end_step", "floor_step",
-                                 "floor_ratio", "within_tol"]], on=RUN_KEYS)
+                                 "floor_ratio", "within_tol", "raw_slope", "raw_r2", "osc_decades"]], on=RUN_KEYS)
     horizon = per_run["floor_step"].where(np.isfinite(per_run["floor_step"]), per_run["last_step"])
     per_run["coverage"] = (per_run["end_step"] - per_run["start_step"]) / horizon.where(horizon > 0)
     ratios = _paired_ratios(per_run, report_steps)
@@ -499,6 +523,9 @@ def summarize(
         row["rate_floor_ratio_max"] = float(g["floor_ratio"].max())
         row["rate_coverage_min"] = float(g["coverage"].min())
         row["rate_n_within_tol"] = int(g["within_tol"].sum())
+        row["rate_raw_slope_mean"] = float(g["raw_slope"].mean())
+        row["rate_raw_r2_min"] = float(g["raw_r2"].min())
+        row["rate_osc_decades_max"] = float(g["osc_decades"].max())
         is_nag = str(key[1]).lower() == "nag"
         pair = ratios.loc[(ratios[PAIR_KEYS] == [key[0], key[2], key[3], key[4]]).all(axis=1)] if is_nag else None
         row["n_pairs"] = int(len(pair)) if pair is not None else 0

@@ -16,9 +16,13 @@ adds claims 5 and 6.
 Claims (paper §4-§5) and how each is judged; every threshold is in :data:`THRESHOLDS` and printed in claims.md:
 
 1. ``linear_convergence`` (per dataset, method, m, η, β): HB and NAG converge linearly. Uses the aggregate stage's
-   per-seed fit of log ℓ vs iteration. holds: no seed diverged, every seed's ρ = exp(slope) < 1, the worst seed's
-   R² ≥ r2_hold, the fitted window spans ≥ min_decades of loss and covers ≥ min_coverage of the run before its floor.
-   fails: a seed diverged, a seed does not decay (ρ ≥ 1), or a fit spanning ≥ min_decades has R² < r2_fail.
+   per-seed least-squares fit of log L vs iteration, L the running minimum of the loss (its lower envelope: momentum
+   makes ℓ oscillate, and the envelope of an oscillating linear recursion decays exactly geometrically), over the
+   window from the first 10× drop of the loss to the end of the run or a detected floor. R² is that of the envelope
+   fit. holds: no seed diverged, every seed's ρ = exp(slope) < 1, the worst seed's R² ≥ r2_hold, the fitted window
+   spans ≥ min_decades of loss (all seeds) and covers ≥ min_coverage of the run before its floor (all seeds).
+   fails: a seed diverged; the envelope of a seed does not decay (ρ ≥ 1: no new low in the window, or the loss stalls
+   at a level ≥ stall_ratio·ℓ(0)); or a fit spanning ≥ min_decades has R² < r2_fail (a decay, but not a linear one).
    Otherwise inconclusive (too little decay or too short a window to tell, R² in between, or the loss levels off
    above max_floor_ratio·ℓ(0): a plateau, or a floor set by low precision such as TF32).
 2. ``nag_below_hb`` (per dataset, m, η, β): NAG's loss lies below HB's at the same iteration. Compared on iterations
@@ -82,6 +86,7 @@ THRESHOLDS: dict[str, float] = {
     "min_decades": 2.0,  # claim 1: the fit window must span this many decades of loss
     "min_coverage": 0.5,  # claim 1: window length / (steps before the floor or end of run)
     "max_floor_ratio": 1e-4,  # claim 1: a loss plateau above this fraction of ℓ(0) is no numerical floor
+    "stall_ratio": 0.1,  # claim 1: a plateau at or above this fraction of ℓ(0) means the loss stopped decaying: fails
     "frac_hold": 0.95,  # claim 2: fraction of compared iterations with mean NAG < mean HB for 'holds'
     "seed_frac_hold": 0.90,  # claim 2: the same fraction for the worst seed pair
     "frac_fail": 0.75,  # claim 2: at or below this, NAG is above HB too often: 'fails'
@@ -133,13 +138,18 @@ def claim_linear(summary: pd.DataFrame, theorem: pd.DataFrame | None = None, th:
                    rho_max=float(r["rate_rho_max"]), r2_min=float(r["rate_r2_min"]),
                    decades_min=float(r["rate_decades_min"]), coverage=float(r["rate_coverage_min"]),
                    floor_ratio_max=float(r["rate_floor_ratio_max"]),
+                   osc_decades=float(r.get("rate_osc_decades_max", math.nan)),
                    window=f"{r['rate_start_mean']:.0f}-{r['rate_end_mean']:.0f}")
         if row["n_diverged"] > 0:
             v, why = FAILS, f"{row['n_diverged']}/{row['n_seeds']} seeds diverged"
         elif not math.isfinite(row["rho_max"]):
             v, why = INCONCLUSIVE, "no rate could be fitted"
         elif row["rho_max"] >= 1:
-            v, why = FAILS, f"a seed does not decay (ρ_max = {row['rho_max']:.4g} >= 1)"
+            v, why = FAILS, (f"a seed's loss envelope does not decay (ρ_max = {row['rho_max']:.4g} >= 1: no new low "
+                             "in the fitted window)")
+        elif row["floor_ratio_max"] >= th["stall_ratio"]:
+            v, why = FAILS, (f"the loss stalls at {row['floor_ratio_max']:.2g}·ℓ(0) (>= {th['stall_ratio']:g}): it "
+                             "stops decaying")
         elif row["decades_min"] >= th["min_decades"] and row["r2_min"] < th["r2_fail"]:
             v, why = FAILS, (f"R² {row['r2_min']:.3f} < {th['r2_fail']} over {row['decades_min']:.1f} decades: "
                              "not linear")
@@ -512,8 +522,8 @@ def to_json(results: dict[str, pd.DataFrame], datasets: Sequence[str], th: dict 
 
 MD_COLUMNS = {
     "linear_convergence": ["dataset", "method", "width", "eta_divisor", "beta", "verdict", "rho", "r2_min",
-                           "decades_min", "coverage", "window", "floor_ratio_max", "n_diverged", "theorem_exponent",
-                           "fitted_over_theorem", "reason"],
+                           "decades_min", "coverage", "window", "floor_ratio_max", "osc_decades", "n_diverged",
+                           "theorem_exponent", "fitted_over_theorem", "reason"],
     "nag_below_hb": ["dataset", "width", "eta_divisor", "beta", "verdict", "frac_mean_below", "seed_frac_min",
                      "n_compared", "ratio_at_last", "rho_hb", "rho_nag", "reason"],
     "distance_width_scaling": ["dataset", "method", "eta_divisor", "beta", "verdict", "widths", "slope_mean",
@@ -545,10 +555,14 @@ def to_markdown(report: dict[str, Any], results: dict[str, pd.DataFrame]) -> str
     lines += [f"| {k} | {v:g} |" for k, v in report["thresholds"].items()]
     lines += ["", "How each threshold is used: module docstring of `momentum_ntk.claims`, and below per claim."]
     doc = {
-        "linear_convergence": "holds: no divergence, ρ = exp(slope) < 1 for every seed, worst-seed R² ≥ r2_hold over "
-                              "≥ min_decades, window ≥ min_coverage of the run before its floor. fails: divergence, "
-                              "ρ ≥ 1, or R² < r2_fail over ≥ min_decades. A plateau above max_floor_ratio·ℓ(0) is "
-                              "inconclusive. η is shown as its divisor c in η = 1/(cλm).",
+        "linear_convergence": "Fit: least squares of log L vs step, L = running minimum of the loss (its lower "
+                              "envelope, robust to the oscillation of momentum), from the first 10× drop to the end "
+                              "or a detected floor; ρ = exp(slope), R² of that fit. holds: no divergence, ρ < 1 for "
+                              "every seed, worst-seed R² ≥ r2_hold over ≥ min_decades, window ≥ min_coverage of the "
+                              "run before its floor. fails: divergence, ρ ≥ 1 (no new low), a stall at ≥ "
+                              "stall_ratio·ℓ(0), or R² < r2_fail over ≥ min_decades. A plateau above "
+                              "max_floor_ratio·ℓ(0) is inconclusive. osc_decades: largest rise of ℓ above its running "
+                              "minimum in a window. η is shown as its divisor c in η = 1/(cλm).",
         "nag_below_hb": "Compared on non-tied iterations until both methods have reached a loss floor. holds: mean NAG "
                         "< mean HB at ≥ frac_hold and every seed pair at ≥ seed_frac_hold. fails: ≤ frac_fail, or NAG "
                         "alone diverged. ratio_at_last: mean NAG / mean HB at the last compared iteration.",
