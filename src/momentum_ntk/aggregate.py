@@ -33,10 +33,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from momentum_ntk.errors import UserError, cli
-from momentum_ntk.io import atomic_path, read_json, write_parquet
+from momentum_ntk.io import atomic_path, read_record, read_table, write_parquet
 
 RUN_COLUMNS = ("step", "loss", "max_dist", "lambda_min_H", "lambda_max_H", "pattern_changed")
 SIDECAR_KEYS = ("dataset", "method", "width", "eta_divisor", "eta", "beta", "seed", "diverged", "lambda0_rows")
@@ -82,27 +81,9 @@ def sidecar_path(run_parquet: str | Path) -> Path:
 def load_run(path: str | Path) -> pd.DataFrame:
     """One run's rows with its sidecar parameters attached as columns (not yet typed; see :func:`runs_to_arrow`)."""
     path = Path(path)
-    side = sidecar_path(path)
-    if not path.is_file():
-        raise UserError(f"{path}: run Parquet file not found; run the train stage for it or drop it from --runs")
-    if not side.is_file():
-        raise UserError(f"{side}: sidecar JSON of run {path} not found; re-run the train stage for this run")
-    try:
-        meta = read_json(side)
-    except ValueError as exc:
-        raise UserError(f"{side}: not valid JSON ({exc}); re-run the train stage for this run") from exc
-    missing = [k for k in SIDECAR_KEYS if k not in meta]
-    if missing:
-        raise UserError(f"{side}: sidecar lacks key(s) {missing} (docs/CONTRACT.md); re-run the train stage")
-    try:
-        table = pq.read_table(path)
-    except (OSError, pa.ArrowException) as exc:
-        raise UserError(f"{path}: cannot read as Parquet ({exc}); re-run the train stage for this run") from exc
-    absent = [c for c in RUN_COLUMNS if c not in table.column_names]
-    if absent:
-        raise UserError(
-            f"{path}: missing column(s) {absent}; a run file needs {list(RUN_COLUMNS)} (docs/CONTRACT.md)"
-        )
+    fix = "re-run the train stage for this run (or drop it from --runs)"
+    table = read_table(path, RUN_COLUMNS, what="run Parquet file", fix=fix)
+    meta = read_record(sidecar_path(path), SIDECAR_KEYS, what=f"sidecar JSON of run {path}", fix=fix)
     df = table.select(list(RUN_COLUMNS)).to_pandas()
     for col in RUN_COLUMNS[1:]:
         if not pd.api.types.is_numeric_dtype(df[col]):
@@ -142,16 +123,8 @@ def build_runs_table(paths: Iterable[str | Path]) -> pd.DataFrame:
 
 def read_runs_table(path: str | Path) -> pd.DataFrame:
     """Read a long table written by this stage and check it has the :data:`RUN_SCHEMA` columns."""
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"{path}: long run table not found; run the aggregate stage first")
-    try:
-        table = pq.read_table(path)
-    except (OSError, pa.ArrowException) as exc:
-        raise UserError(f"{path}: cannot read as Parquet ({exc})") from exc
-    absent = [c for c in RUN_SCHEMA.names if c not in table.column_names]
-    if absent:
-        raise UserError(f"{path}: missing column(s) {absent}; re-run the aggregate stage")
+    fix = "re-run the aggregate stage"
+    table = read_table(path, RUN_SCHEMA.names, what="long run table", fix=fix)
     try:
         table = table.select(RUN_SCHEMA.names).cast(RUN_SCHEMA)
     except (pa.ArrowException, ValueError) as exc:
@@ -177,17 +150,7 @@ def concat_tables(paths: Sequence[str | Path]) -> pa.Table:
 
 def read_ntk_summary(path: str | Path) -> dict:
     """NTK summary.json with the keys this module uses checked (dataset, lambda0, eta)."""
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"{path}: NTK summary not found; run the ntk stage first")
-    try:
-        rec = read_json(path)
-    except ValueError as exc:
-        raise UserError(f"{path}: not valid JSON ({exc})") from exc
-    missing = [k for k in ("dataset", "lambda0", "eta") if k not in rec]
-    if missing:
-        raise UserError(f"{path}: NTK summary lacks key(s) {missing} (docs/CONTRACT.md)")
-    return rec
+    return read_record(path, ("dataset", "lambda0", "eta"), what="NTK summary", fix="run the ntk stage first")
 
 
 SUMMARY_REQUIRED = (
@@ -199,16 +162,8 @@ SUMMARY_REQUIRED = (
 
 def read_summary(path: str | Path) -> pd.DataFrame:
     """A per-setting summary Parquet written by the aggregate stage."""
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"{path}: summary not found; run the aggregate stage first")
-    try:
-        df = pq.read_table(path).to_pandas()
-    except (OSError, pa.ArrowException) as exc:
-        raise UserError(f"{path}: cannot read as Parquet ({exc})") from exc
-    absent = [c for c in SUMMARY_REQUIRED if c not in df.columns]
-    if absent:
-        raise UserError(f"{path}: summary lacks column(s) {absent}; re-run the aggregate stage")
+    fix = "re-run the aggregate stage"
+    df = read_table(path, SUMMARY_REQUIRED, what="per-setting summary", fix=fix).to_pandas()
     return df
 
 

@@ -13,7 +13,7 @@ import json
 import os
 import platform
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +60,45 @@ def write_json(path: str | os.PathLike[str], record: dict[str, Any]) -> None:
 def read_json(path: str | os.PathLike[str]) -> dict[str, Any]:
     with open(path) as fh:
         return json.load(fh)
+
+
+def read_record(path: str | os.PathLike[str], keys: Sequence[str] = (), *, what: str, fix: str) -> dict[str, Any]:
+    """A JSON record that must exist, parse and hold ``keys``; otherwise a UserError naming the file, ``what`` it is
+    and the ``fix``."""
+    from momentum_ntk.errors import UserError
+
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: {what} not found; {fix}")
+    try:
+        rec = read_json(path)
+    except ValueError as exc:
+        raise UserError(f"{path}: {what} is not valid JSON ({exc}); {fix}") from None
+    missing = [k for k in keys if k not in rec]
+    if missing:
+        raise UserError(f"{path}: {what} lacks key(s) {missing} (docs/CONTRACT.md); {fix}")
+    return rec
+
+
+def read_table(path: str | os.PathLike[str], columns: Sequence[str] = (), *, what: str, fix: str) -> Any:
+    """A Parquet file (as a pyarrow Table) that must exist, parse and hold ``columns``; otherwise a UserError naming
+    the file, ``what`` it is and the ``fix``."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from momentum_ntk.errors import UserError
+
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: {what} not found; {fix}")
+    try:
+        table = pq.read_table(path)
+    except (OSError, pa.ArrowException) as exc:
+        raise UserError(f"{path}: {what} cannot be read as Parquet ({exc}); {fix}") from None
+    absent = [c for c in columns if c not in table.column_names]
+    if absent:
+        raise UserError(f"{path}: {what} lacks column(s) {absent}; {fix}")
+    return table
 
 
 def write_parquet(path: str | os.PathLike[str], table: Any) -> None:

@@ -46,12 +46,10 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
-import pyarrow as pa  # noqa: E402
-import pyarrow.parquet as pq  # noqa: E402
 
 from momentum_ntk.errors import UserError, cli  # noqa: E402
 from momentum_ntk.figures import METHOD_LABELS, _style, eta_label, save_figure  # noqa: E402
-from momentum_ntk.io import atomic_path, read_json  # noqa: E402
+from momentum_ntk.io import atomic_path, read_record, read_table  # noqa: E402
 from momentum_ntk.theory import (  # noqa: E402
     HORIZON_FLOOR_RATIO,
     HORIZON_FRACTION,
@@ -98,28 +96,14 @@ class Predictions:
 
 
 def _read_one(path: Path) -> tuple[dict[str, Any], pd.DataFrame]:
-    if not path.is_file():
-        raise UserError(f"{path}: prediction file not found; run `theory predict` (rule theory_predict) first")
-    side = path.with_suffix(".json")
-    if not side.is_file():
-        raise UserError(f"{side}: record of {path} not found; rerun `theory predict` for this run")
-    try:
-        rec = read_json(side)
-    except ValueError as exc:
-        raise UserError(f"{side}: not valid JSON ({exc}); rerun `theory predict` for this run") from None
+    fix = "rerun `theory predict ... --run <run parquet>` (rule theory_predict) for this run"
+    table = read_table(path, CURVE_COLUMNS, what="prediction file", fix=fix).to_pandas()
+    rec = read_record(path.with_suffix(".json"), what=f"record of {path}", fix=fix)
     missing = [k for k in RECORD_KEYS if rec.get(k) is None]
     if missing:
-        raise UserError(f"{side}: record lacks key(s) {missing}; rerun `theory predict` for this run")
-    try:
-        table = pq.read_table(path).to_pandas()
-    except (OSError, pa.ArrowException) as exc:
-        raise UserError(f"{path}: cannot read as Parquet ({exc}); rerun `theory predict` for this run") from None
-    absent = [c for c in CURVE_COLUMNS if c not in table.columns]
-    if absent:
-        hint = " (predict was run without --run)" if "loss_measured" in absent else ""
-        raise UserError(f"{path}: lacks column(s) {absent}{hint}; rerun `theory predict ... --run <run parquet>`")
+        raise UserError(f"{path.with_suffix('.json')}: record lacks key(s) {missing}; {fix}")
     if table.empty:
-        raise UserError(f"{path}: no rows; rerun `theory predict` for this run")
+        raise UserError(f"{path}: no rows; {fix}")
     return rec, table[list(CURVE_COLUMNS)]
 
 
