@@ -715,7 +715,10 @@ def cmd_modes(args: argparse.Namespace) -> int:
         raise UserError(f"{args.data} lacks array {exc}; rebuild it with the binarize stage") from None
     lam, V = _load_ntk(args.spectrum, args.eigvecs, X.shape[0])
     W0, a = model.init_params(X.shape[1], args.width, args.seed)
-    table, meta = mode_table(X, y, W0, a, lam, V, device=args.device)
+    from momentum_ntk.lease import device_lease  # a GPU job gets a device no concurrent job holds
+
+    with device_lease(args.device) as device:
+        table, meta = mode_table(X, y, W0, a, lam, V, device=device)
     if abs(meta["coef_norm_ratio_inf"] - 1.0) > 1e-3:
         raise UserError(
             f"{args.eigvecs}: ‖Vᵀ Δ0‖/‖Δ0‖ = {meta['coef_norm_ratio_inf']:.6f}, not 1; the columns are not "
@@ -834,7 +837,7 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--eigvecs", required=True, help="results/ntk/{dataset}/eigvecs.npy (n×n, columns)")
     m.add_argument("--width", type=int, required=True)
     m.add_argument("--seed", type=int, required=True)
-    m.add_argument("--device", default="cpu", help="torch device for H(0) and its eigh (default cpu)")
+    m.add_argument("--device", default="cpu", help="auto, cpu or cuda: device for H(0) and its eigh (default cpu)")
     m.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's choice)")
     m.add_argument("--out", required=True)
     m.set_defaults(func=cmd_modes)

@@ -25,16 +25,19 @@ rule theory_modes:
         "../../envs/torch.yaml"
     threads: 2
     resources:
+        gpu=train_gpus(),
         # H(0) and its eigendecomposition (~4 n² doubles, as the ntk stage) plus the n×m activation pattern
         mem_mb=lambda wc: ntk_mem_mb(wc)
         + plan.n_instances(wc.dataset, config["data"]["max_per_class"])
         * int(wc.width)
         * 8
         // 2**20,
+    params:
+        device=config["train"]["device"],
     shell:
         """
         python -m momentum_ntk.theory modes --data {input.data} --spectrum {input.spectrum} \
-            --eigvecs {input.eigvecs} --width {wildcards.width} --seed {wildcards.seed} --device cpu \
+            --eigvecs {input.eigvecs} --width {wildcards.width} --seed {wildcards.seed} --device {params.device} \
             --threads {threads} --out {output.modes} >{log} 2>&1
         """
 
