@@ -249,8 +249,9 @@ def figure_distance(runs: pd.DataFrame, dataset: str, method: str) -> plt.Figure
             ax.set_ylabel(r"$\max_r\|w_r(t)-w_r(0)\|$")
     for k in range(len(combos), nrows * ncols):
         axes[k // ncols, k % ncols].set_visible(False)
-    axes[0, 0].legend(title="width", loc="lower right")
-    fig.suptitle(f"{dataset}: {label}, maximum distance from initialisation (mean over seeds, band min–max)",
+    handles, labels = axes[0, 0].get_legend_handles_labels()  # above the panels: the curves fill their corners
+    fig.legend(handles, labels, loc="upper center", ncol=len(labels), frameon=False, bbox_to_anchor=(0.5, 1.0))
+    fig.suptitle(f"{dataset}: {label}, maximum distance from initialisation (mean over seeds, band min–max)", y=1.05,
                  fontsize=9.5)
     fig.tight_layout()
     return fig
