@@ -96,16 +96,22 @@ def setting_label(eta_divisor: int, beta: float) -> str:
     return f"{eta_label(eta_divisor)}, β={beta:g}"
 
 
+def pick_dataset(datasets: pd.Series, dataset: str | None, where: str) -> str:
+    """The dataset to draw: ``dataset`` if ``datasets`` holds it, else the only one present (UserError otherwise)."""
+    names = sorted(datasets.unique())
+    if dataset is None:
+        if len(names) != 1:
+            raise UserError(f"{where}: holds datasets {names}; pick one with --dataset")
+        return names[0]
+    if dataset not in names:
+        raise UserError(f"{where}: no dataset {dataset!r} (has {names})")
+    return dataset
+
+
 def load_runs(path: str | Path, dataset: str | None) -> tuple[pd.DataFrame, str]:
     """Read a long table and restrict it to one dataset (``dataset`` or the only one present)."""
     runs = read_runs_table(path)
-    names = sorted(runs["dataset"].unique())
-    if dataset is None:
-        if len(names) != 1:
-            raise UserError(f"{path}: holds datasets {names}; pick one with --dataset")
-        dataset = names[0]
-    elif dataset not in names:
-        raise UserError(f"{path}: no dataset {dataset!r} (has {names})")
+    dataset = pick_dataset(runs["dataset"], dataset, str(path))
     runs = runs[runs["dataset"] == dataset].copy()
     if runs.empty:
         raise UserError(f"{path}: no rows for dataset {dataset!r}")

@@ -48,7 +48,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from momentum_ntk.errors import UserError, cli  # noqa: E402
-from momentum_ntk.figures import METHOD_LABELS, _style, eta_label, save_figure  # noqa: E402
+from momentum_ntk.figures import METHOD_LABELS, _style, eta_label, pick_dataset, save_figure  # noqa: E402
 from momentum_ntk.io import atomic_path, read_record, read_table  # noqa: E402
 from momentum_ntk.theory import (  # noqa: E402
     HORIZON_FLOOR_RATIO,
@@ -119,13 +119,7 @@ def load_predictions(paths: Sequence[str | Path], dataset: str | None = None) ->
     if not recs:
         raise UserError("no prediction files given (--pred)")
     records = pd.DataFrame(recs)
-    names = sorted(records["dataset"].unique())
-    if dataset is None:
-        if len(names) != 1:
-            raise UserError(f"--pred holds datasets {names}; pick one with --dataset")
-        dataset = names[0]
-    elif dataset not in names:
-        raise UserError(f"--pred holds no predictions for dataset {dataset!r} (has {names})")
+    dataset = pick_dataset(records["dataset"], dataset, "--pred")
     dup = records[records["dataset"] == dataset].duplicated(RUN, keep=False)
     if dup.any():
         clash = records.loc[dup[dup].index, "path"].tolist()
