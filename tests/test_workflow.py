@@ -60,20 +60,18 @@ def test_full_paper_plan_lists_480_runs():
     assert counts["binarize"] == 3 and counts["ntk"] == 3
 
 
-def test_bad_config_value_names_the_key(tmp_path):
+@pytest.mark.parametrize(
+    "text, key",
+    [("train:\n  steps: 0\n", "steps"), ("grid:\n  widht: [10]\n", "widht")],
+    ids=["bad-value", "unknown-key"],
+)
+def test_bad_config_names_the_key(tmp_path, text, key):
+    """A bad value and an unknown key both stop the workflow before any job, naming the key."""
     bad = tmp_path / "bad.yaml"
-    bad.write_text("train:\n  steps: 0\n")
+    bad.write_text(text)
     proc = snakemake("-n", "--configfile", str(bad))
     assert proc.returncode != 0
-    assert "steps" in proc.stderr + proc.stdout
-
-
-def test_unknown_config_key_is_rejected(tmp_path):
-    bad = tmp_path / "typo.yaml"
-    bad.write_text("grid:\n  widht: [10]\n")
-    proc = snakemake("-n", "--configfile", str(bad))
-    assert proc.returncode != 0
-    assert "widht" in proc.stderr + proc.stdout
+    assert key in proc.stderr + proc.stdout
 
 
 def test_lint_is_clean():
