@@ -49,7 +49,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from momentum_ntk import io, model
+from momentum_ntk import io, model, ntk
 from momentum_ntk.errors import UserError, cli
 
 METHODS = ("gd", "hb", "nag")
@@ -516,20 +516,16 @@ def _progress(steps: int, enabled: bool) -> Any:
 # Gram tracking rows and λ0 on them
 # --------------------------------------------------------------------------------------------------------------------
 def gram_rows_subset(n: int, max_n: int, seed: int) -> np.ndarray:
-    """All rows when n <= max_n, else a seeded sorted sample of max_n distinct rows (PCG64 seeded by (seed, n))."""
+    """All rows when n <= max_n, else a seeded sorted sample of max_n distinct rows: the ntk stage's Lemma 2 rows
+    (:func:`momentum_ntk.ntk.subsample_rows`), so both stages measure λ on the same instances."""
     if max_n < 1:
         raise UserError(f"--gram-max-n must be >= 1, got {max_n}")
-    if n <= max_n:
-        return np.arange(n, dtype=np.int64)
-    rng = np.random.Generator(np.random.PCG64([int(seed), int(n)]))
-    return np.sort(rng.choice(n, size=max_n, replace=False)).astype(np.int64)
+    return ntk.subsample_rows(n, max_n, seed)
 
 
 def gram_inf(X: np.ndarray) -> np.ndarray:
-    """H∞ (eq. 10) in closed form for unit rows: H∞_ij = x_iᵀx_j (π − arccos x_iᵀx_j) / (2π), float64 (n, n)."""
-    X = np.asarray(X, dtype=np.float64)
-    C = np.clip(X @ X.T, -1.0, 1.0)
-    return C * (np.pi - np.arccos(C)) / (2 * np.pi)
+    """H∞ (eq. 10) in closed form, float64 (n, n): the ntk stage's blocked, exactly symmetric builder."""
+    return ntk.ntk_gram(np.asarray(X, dtype=np.float64))
 
 
 # --------------------------------------------------------------------------------------------------------------------
