@@ -265,7 +265,9 @@ def test_cli_end_to_end(tmp_path):
     assert summary["eta"] == {c: pytest.approx(1 / (int(c) * summary["lambda_m"])) for c in ("10", "20")}
     assert summary["eigvec_dtype"] == "float32" and summary["trace"] == pytest.approx(20.0)
     assert summary["wall_s"] > 0 and summary["peak_rss_mb"] > 0
-    assert set(summary["phase_s"]) == {"gram_s", "eigh_s", "write_s", "gap_s"}
+    assert set(summary["phase_s"]) == {"gram_s", "eigh_s", "write_s", "gap_s", "gram_rows_s"}
+    # λ0 on the train stage's Gram-tracking rows (default 2000 ≥ n: all rows), for every train job to read
+    assert summary["gram_rows"] == {"max_n": 2000, "seed": 0, "n": 40, "lambda0": pytest.approx(ref[0], rel=1e-9)}
 
     V = np.load(out["eigvecs"])
     assert V.dtype == np.float32 and V.shape == (40, 40)
@@ -276,6 +278,22 @@ def test_cli_end_to_end(tmp_path):
     assert gap["subsampled"].all() and (gap["rows"] == 30).all()
     for col in ("gap_norm", "lambda_min_H0", "lambda0_rows", "gap_over_lambda0"):
         assert np.isfinite(gap[col]).all()
+
+
+def test_cli_gram_rows_lambda0_matches_the_lemma2_rows(tmp_path):
+    """With the train stage's rows equal to the Lemma 2 rows (same max_n and seed), both stages report one λ0."""
+    X = unit_rows(40, 6, seed=3)
+    data = tmp_path / "tiny.npz"
+    np.savez(data, X=X)
+    out = outputs(tmp_path)
+    assert cli(ntk.main, cli_args(data, out, "--gram-max-n", "30", "--gram-seed", "0")) == 0
+    rec = json.loads(out["summary"].read_text())["gram_rows"]
+    gap = pd.read_parquet(out["gap"])
+    assert (rec["max_n"], rec["seed"], rec["n"]) == (30, 0, 40)
+    assert rec["lambda0"] == pytest.approx(gap["lambda0_rows"].iloc[0], rel=1e-9)
+    rows = ntk.subsample_rows(40, 30, 0)
+    C = np.clip(X[rows] @ X[rows].T, -1, 1)
+    assert rec["lambda0"] == pytest.approx(np.linalg.eigvalsh(C * (np.pi - np.arccos(C)) / (2 * np.pi))[0], rel=1e-6)
 
     assert out["plot"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert sorted(p.name for p in out["summary"].parent.iterdir()) == sorted(p.name for p in out.values())

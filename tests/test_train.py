@@ -140,6 +140,53 @@ def test_hand_gradient_equals_autograd(problem, dtype):
 # --------------------------------------------------------------------------------------------------------------------
 # Packing, precision, Gram tracking
 # --------------------------------------------------------------------------------------------------------------------
+def _assert_same_runs(got, want):
+    for g, w in zip(got, want, strict=True):
+        pd.testing.assert_frame_equal(g, w, check_exact=True)
+        assert g.attrs == w.attrs
+
+
+@pytest.mark.parametrize("pack_size, sync_every", [(None, 3), (None, 50), (2, 7), (1, 1000)])
+def test_lagged_metrics_give_the_outputs_of_a_check_every_step(problem, pack_size, sync_every):
+    """Metrics reach the host only every ``sync_every`` steps, and runs go in batches of ``pack_size``; runs that
+    diverge between two syncs still stop at their exact step with the same rows as a check after every step (the
+    reference: sync_every=1, one run at a time). The diverged runs keep computing until the next sync, so this also
+    checks that their extra steps never leak into the output or into the other runs of the pack."""
+    X, y, W0, a, eta = problem
+    runs = [
+        {"method": "nag", "eta": eta, "beta": 0.9},
+        {"method": "hb", "eta": eta * 40, "beta": 0.99},  # diverges after a few steps
+        {"method": "hb", "eta": eta, "beta": 0.5},
+        {"method": "nag", "eta": eta * 400, "beta": 0.5},  # diverges at once
+        {"method": "gd", "eta": eta},
+        {"method": "hb", "eta": eta * 12, "beta": 0.9},  # diverges later (step 11)
+    ]
+    kw = dict(steps=60, gram_every=5, gram_rows=np.arange(0, N, 3), divergence_factor=1e3)
+    ref = [train.train_many(X, y, W0, a, [r], **kw, sync_every=1)[0] for r in runs]
+    steps = [df.attrs["diverged_step"] for df in ref]
+    assert steps[0] is None and steps[2] is None and steps[4] is None
+    assert all(s is not None for s in steps[1::2]) and len(set(steps[1::2])) > 1  # several divergence steps
+    got = train.train_many(X, y, W0, a, runs, **kw, pack_size=pack_size, sync_every=sync_every)
+    _assert_same_runs(got, ref)
+
+
+def test_gram_tracking_matches_an_independent_eigensolve(problem):
+    """λmin/λmax of H(t) on the tracked rows and the changed pattern, at tracked steps, against NumPy on W(t)."""
+    X, y, W0, a, eta = problem
+    rows = np.arange(1, N, 2)
+    runs = [{"method": "hb", "eta": eta, "beta": 0.9}, {"method": "nag", "eta": eta, "beta": 0.9}]
+    frames = train.train_many(X, y, W0, a, runs, steps=20, gram_every=10, gram_rows=rows, dtype="float64")
+    for run, df in zip(runs, frames):
+        *_, weights = ref_trajectory(X, y, W0, a, run["method"], run["eta"], run["beta"], 20)
+        for t in (0, 10, 20):
+            S = (X @ weights[t] >= 0).astype(float)
+            ev = np.linalg.eigvalsh((X[rows] @ X[rows].T) * (S[rows] @ S[rows].T) / M)
+            assert df["lambda_min_H"][t] == pytest.approx(ev[0], rel=1e-9, abs=1e-12)
+            assert df["lambda_max_H"][t] == pytest.approx(ev[-1], rel=1e-9)
+            assert df["pattern_changed"][t] == np.mean(S != (X @ W0 >= 0))
+        assert df["lambda_min_H"].notna().sum() == 3
+
+
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 def test_packed_equals_single_bit_for_bit(problem, dtype):
     X, y, W0, a, eta = problem
@@ -259,6 +306,86 @@ def test_cli_huge_eta_is_recorded_as_diverged(cli_inputs):
     assert meta["steps_done"] == len(df) - 1 < 30
     assert np.isfinite(df["loss"]).all() and meta["last_finite_loss"] == df["loss"].iloc[-1]
     assert meta["diverged_step"] in (len(df) - 1, len(df))
+
+
+def pack_cli(tmp, names, methods, divisors, betas, *extra):
+    argv = [
+        "--data", str(tmp / "toy.npz"), "--ntk-summary", str(tmp / "summary.json"), "--dataset", "toy",
+        "--width", "40", "--seed", "0", "--method", *methods, "--eta-divisor", *divisors, "--beta", *betas,
+        "--steps", "30", "--gram-every", "10", "--gram-max-n", "16", "--device", "cpu", "--threads", "1",
+        "--no-progress", "--out", *[str(tmp / f"{n}.parquet") for n in names],
+        "--meta", *[str(tmp / f"{n}.json") for n in names], *extra,
+    ]  # fmt: skip
+    return cli(train.main, argv)
+
+
+@pytest.mark.parametrize("pack_size", ["0", "3"])
+def test_cli_pack_writes_each_run_as_if_alone(cli_inputs, pack_size):
+    """One job trains a pack of runs (one after another on a CPU by default, or batched): each run's Parquet is
+    byte-identical to the run trained by its own job, and its sidecar differs only in timing and pack fields."""
+    methods, divisors, betas = ["nag", "hb", "nag"], ["10", "20", "10"], ["0.9", "0.9", "0.5"]
+    names = [f"p{pack_size}_{i}" for i in range(3)]
+    assert pack_cli(cli_inputs, names, methods, divisors, betas, "--pack-size", pack_size) == 0
+    for name, m, c, b in zip(names, methods, divisors, betas):
+        assert pack_cli(cli_inputs, [f"{name}_alone"], [m], [c], [b]) == 0
+        assert (cli_inputs / f"{name}.parquet").read_bytes() == (cli_inputs / f"{name}_alone.parquet").read_bytes()
+        packed, alone = (json.loads((cli_inputs / f"{n}.json").read_text()) for n in (name, f"{name}_alone"))
+        assert (packed["pack_size"], alone["pack_size"]) == (3, 1)
+        assert packed["pack_batch"] == (1 if pack_size == "0" else 3)
+        timing = {"wall_s", "steps_per_s", "cuda_init_s", "pack_size", "pack_batch", "args"}
+        assert {k: v for k, v in packed.items() if k not in timing} == {
+            k: v for k, v in alone.items() if k not in timing
+        }
+        assert (packed["method"], packed["eta_divisor"], packed["beta"]) == (m, int(c), float(b))
+
+
+def test_cli_reads_lambda0_of_the_tracked_rows_from_the_ntk_summary(cli_inputs):
+    """λ0 of the tracked rows comes from the ntk stage's summary when it was made for the same rows (max_n, seed,
+    n); otherwise (other rows, or an older summary) the job computes it itself."""
+    summary = json.loads((cli_inputs / "summary.json").read_text())
+    summary["gram_rows"] = {"max_n": 16, "seed": 0, "n": N, "lambda0": 0.125}
+    (cli_inputs / "summary.json").write_text(json.dumps(summary))
+    assert run_cli(cli_inputs, "from_summary") == 0
+    meta = json.loads((cli_inputs / "from_summary.json").read_text())
+    assert meta["lambda0_rows"] == 0.125 and meta["lambda0_rows_source"].endswith("summary.json")
+    assert run_cli(cli_inputs, "other_rows", "--gram-seed", "1") == 0
+    meta = json.loads((cli_inputs / "other_rows.json").read_text())
+    assert meta["lambda0_rows_source"] == "computed" and meta["lambda0_rows"] != 0.125
+    rows = np.array(meta["gram_rows"])
+    X = np.load(cli_inputs / "toy.npz")["X"][rows]
+    C = np.clip(X @ X.T, -1, 1)
+    assert meta["lambda0_rows"] == pytest.approx(np.linalg.eigvalsh(C * (np.pi - np.arccos(C)) / (2 * np.pi))[0])
+
+
+def test_cli_job_holding_a_gpu_without_cuda_stops(cli_inputs, capsys):
+    """A job that holds gpu=1 but sees no CUDA device stops (exit 2) instead of quietly training on the CPU."""
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a CUDA device")
+    argv_extra = ("--gpus-held", "1")
+    for device in ("auto", "cpu"):
+        assert pack_cli(cli_inputs, [f"gpu_{device}"], ["nag"], ["10"], ["0.9"], *argv_extra, "--device", device) == 2
+        err = capsys.readouterr().err
+        assert "gpu=1" in err and "CPU-only build" in err and "--set-resources train:gpu=0" in err
+        assert not (cli_inputs / f"gpu_{device}.parquet").exists()
+
+
+def test_cli_pack_lists_must_match(cli_inputs, capsys):
+    assert pack_cli(cli_inputs, ["a", "b"], ["nag", "hb"], ["10", "20", "10"], ["0.9"]) == 2
+    assert "--eta-divisor" in capsys.readouterr().err
+    assert pack_cli(cli_inputs, ["a", "a"], ["nag", "hb"], ["10"], ["0.9"]) == 2
+    assert "same file" in capsys.readouterr().err
+
+
+def test_sidecar_records_the_effective_tf32_state(cli_inputs, monkeypatch):
+    """TF32 is off in torch, but the environment can force it on (or off) behind torch's back: the record sees both."""
+    assert train.tf32_state()["tf32"] is False
+    monkeypatch.setenv("TORCH_ALLOW_TF32_CUBLAS_OVERRIDE", "1")
+    assert run_cli(cli_inputs, "tf32") == 0
+    meta = json.loads((cli_inputs / "tf32.json").read_text())
+    assert meta["tf32"] is True and meta["environment"]["TORCH_ALLOW_TF32_CUBLAS_OVERRIDE"] == "1"
+    assert meta["environment"]["tf32_torch_flag"] is False and "torch_cuda" in meta["environment"]
+    monkeypatch.setenv("NVIDIA_TF32_OVERRIDE", "0")
+    assert train.tf32_state()["tf32"] is False
 
 
 def test_cli_missing_divisor_names_the_fix(cli_inputs, capsys):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import subprocess
@@ -52,12 +53,40 @@ def test_config_matches_schema_defaults():
     walk(schema, config, "")
 
 
-def test_full_paper_plan_lists_480_runs():
+def test_full_paper_plan_packs_480_runs_into_60_jobs():
+    """Packs: one train and one theory-prediction job per (dataset, width, seed) = 3 × 4 × 5; per run: 3 × 160."""
     proc = snakemake("-n", "--quiet", "rules")
     assert proc.returncode == 0, proc.stderr
     counts = job_counts(proc.stdout + proc.stderr)
-    assert counts["train"] == 3 * 160
+    assert counts["train"] == 3 * 4 * 5 and counts["theory_predict"] == 3 * 4 * 5
     assert counts["binarize"] == 3 and counts["ntk"] == 3
+    # the plan still asks for every run file: all_runs depends on 480 of them (checked through the packs' outputs)
+    proc = snakemake("-n", "--quiet", "rules", "--config", "train={granularity: run}")
+    assert proc.returncode == 0, proc.stderr
+    counts = job_counts(proc.stdout + proc.stderr)
+    assert counts["train"] == 3 * 160 and counts["theory_predict"] == 3 * 160
+
+
+def test_paper_plan_on_a_cpu_host_warns_with_the_cost_and_the_fix():
+    """Planned without a GPU, the paper grid warns that it would take CPU-hours, and says how to use GPUs."""
+    import numpy as np
+
+    sys.path.insert(0, str(ROOT / "src"))
+    from momentum_ntk import plan
+
+    if plan.gpu_present():
+        pytest.skip("this host has an NVIDIA driver")
+    proc = snakemake("-n", "--quiet", "rules")
+    out = proc.stdout + proc.stderr
+    config = yaml.safe_load((ROOT / "config.yaml").read_text())
+    hours = re.search(r"about (\d+) CPU-hours", out)
+    assert hours and "--resources gpu=" in out and "train.device: cpu" in out
+    # independent price: Σ over datasets and widths of runs × steps × 4·n·d·m FLOP at 120 GFLOP/s
+    shapes = {"mnist": (12665, 784), "fmnist": (12000, 784), "cifar10": (10000, 3072)}
+    flop = sum(160 / 4 * 1000 * 4 * n * d * np.sum(config["grid"]["widths"]) for n, d in shapes.values())
+    assert int(hours.group(1)) == round(flop / 120e9 / 3600)
+    proc = snakemake("-n", "--quiet", "rules", "--configfile", str(ROOT / "workflow/presets/tiny.yaml"))
+    assert "CPU-hours" not in proc.stdout + proc.stderr  # a small grid is no surprise
 
 
 @pytest.mark.parametrize(
@@ -109,6 +138,31 @@ def test_tiny_preset_runs_end_to_end(tiny_run):
         assert path.is_file() and path.stat().st_size > 0, name
     logs = list((tiny_run / "results/logs/train").rglob("*.log"))
     assert logs and all("slurm_job_id=none" in p.read_text() for p in logs)
+
+
+@pytest.mark.slow
+def test_one_run_per_job_gives_the_same_bytes_as_packs(tiny_run, tmp_path):
+    """train.granularity: run (one job per run) writes run files byte-identical to the packed jobs' files, and asking
+    for one run file under packs builds its whole pack."""
+    proc = snakemake(
+        "all_runs", "-s", str(ROOT / "Snakefile"), "-d", str(tmp_path), "--cores", "2",
+        "--configfile", str(ROOT / "workflow/presets/tiny.yaml"), "--config", "train={granularity: run}",
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    packed = sorted(p.relative_to(tiny_run) for p in (tiny_run / "results/runs").rglob("*.parquet"))
+    single = sorted(p.relative_to(tmp_path) for p in (tmp_path / "results/runs").rglob("*.parquet"))
+    assert packed == single and len(packed) == 8
+    assert all((tiny_run / p).read_bytes() == (tmp_path / p).read_bytes() for p in packed)
+    metas = [json.loads((tiny_run / p).with_suffix(".json").read_text()) for p in packed]
+    assert {m["pack_size"] for m in metas} == {2} and {m["lambda0_rows_source"] for m in metas} != {"computed"}
+    assert {json.loads((tmp_path / p).with_suffix(".json").read_text())["pack_size"] for p in single} == {1}
+
+    one = "results/runs/mnist5k/nag/m64_c10_b0.9_s1.parquet"
+    proc = snakemake(one, "-n", "-s", str(ROOT / "Snakefile"), "-d", str(tmp_path / "fresh"), "--cores", "1",
+                     "--configfile", str(ROOT / "workflow/presets/tiny.yaml"))  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert job_counts(proc.stdout + proc.stderr)["train"] == 1
+    assert "m64_c10_b0.9_s1.parquet" in proc.stdout and "hb/m64_c10_b0.9_s1.parquet" in proc.stdout
 
 
 @pytest.mark.slow

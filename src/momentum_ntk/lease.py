@@ -279,6 +279,24 @@ def _timeout_from_env() -> float | None:
     return value if value > 0 else None
 
 
+
+def check_gpu_held(gpus_held: int, device: str, rule: str) -> None:
+    """A job that holds a GPU resource must compute on a GPU: stop instead of silently training on the CPU.
+
+    ``gpus_held`` is the job's Snakemake ``resources.gpu``; ``device`` the resolved torch device; ``rule`` the rule
+    name (for the fix). Typical cause: a conda env or pip install that resolved to a CPU-only torch build.
+    """
+    if gpus_held > 0 and not str(device).startswith("cuda"):
+        import torch
+
+        raise UserError(
+            f"this {rule} job holds gpu={gpus_held} (Snakemake resources) but would compute on {device!r}: torch "
+            f"{torch.__version__} sees no CUDA device (torch.version.cuda={torch.version.cuda}; None means a "
+            "CPU-only build). Install a CUDA build of torch (README, 'GPU install') and check with "
+            "`python -c 'import torch; print(torch.cuda.is_available())'`, or run on the CPU on purpose: "
+            f"snakemake ... --set-resources {rule}:gpu=0 --config train='{{device: cpu}}'"
+        )
+
 @contextlib.contextmanager
 def device_lease(
     requested: str = "auto",

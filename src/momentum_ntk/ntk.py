@@ -216,6 +216,12 @@ def subsample_rows(n: int, max_n: int, seed: int) -> np.ndarray:
     return np.sort(rng.choice(n, size=max_n, replace=False)).astype(np.int64)
 
 
+def lambda0_of_rows(X: np.ndarray, rows: np.ndarray) -> float:
+    """λmin of H∞ (eq. 10) restricted to ``rows`` of X (n, d): the λ0 that a run's tracked λmin(H(t)) is compared
+    with (``lambda0_rows``). float64, NumPy's symmetric solver; computed once per dataset by this stage."""
+    return float(np.linalg.eigvalsh(ntk_gram(np.asarray(X[rows], dtype=np.float64)))[0])
+
+
 def _symmetric_eigvalsh(A: np.ndarray) -> np.ndarray:
     return scipy.linalg.eigh((A + A.T) / 2, eigvals_only=True, check_finite=False)
 
@@ -389,10 +395,13 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--widths", type=int, nargs="+", default=[1000, 2000, 4000, 8000], help="m for Lemma 2")
     p.add_argument("--gap-max-n", type=int, default=2000, help="most rows for the Lemma 2 check")
     p.add_argument("--gap-seed", type=int, default=0, help="init seed (and row-subsample seed) for Lemma 2")
+    p.add_argument("--gram-max-n", type=int, default=2000, help="the train stage's Gram-tracking rows: at most this many")
+    p.add_argument("--gram-seed", type=int, default=0, help="the train stage's Gram-tracking row seed")
     p.add_argument("--eigvec-dtype", choices=["float32", "float64"], default="float32")
     p.add_argument("--eigh-driver", choices=list(EIGH_DRIVERS), default="evr", help="LAPACK driver on the CPU")
     p.add_argument("--block-rows", type=int, default=1024, help="rows per block when building H∞")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    p.add_argument("--gpus-held", type=int, default=0, help="GPUs this job holds (Snakemake resources.gpu)")
     p.add_argument("--threads", type=int, default=None, help="CPU threads (torch and BLAS)")
     p.add_argument("--spectrum", required=True, help="output spectrum.parquet")
     p.add_argument("--summary", required=True, help="output summary.json")
@@ -407,6 +416,8 @@ def _check_args(args: argparse.Namespace) -> None:
         raise UserError(f"--eta-divisors {args.eta_divisors}: each divisor c must be a positive integer")
     if any(m < 1 for m in args.widths):
         raise UserError(f"--widths {args.widths}: each width must be a positive integer")
+    if args.gram_max_n < 1:
+        raise UserError(f"--gram-max-n {args.gram_max_n}: must be a positive integer (train.gram_max_n)")
     if args.gap_max_n < 2:
         raise UserError(f"--gap-max-n {args.gap_max_n}: need at least 2 rows for the Lemma 2 check")
     if args.block_rows < 1:
@@ -427,6 +438,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     _check_args(args)
     device = resolve_device(args.device)
+    from momentum_ntk.lease import check_gpu_held
+
+    check_gpu_held(args.gpus_held, device, "ntk")
     with contextlib.ExitStack() as stack:
         if device == "cuda":  # concurrent GPU jobs get distinct devices (Snakemake assigns no device ids)
             from momentum_ntk.lease import device_lease
@@ -467,7 +481,11 @@ def _run(args: argparse.Namespace, device: str, t0: float) -> int:
         tic = _lap(phases, "write_s", tic)
         gap = finite_width_gap(X, args.widths, seed=args.gap_seed, max_n=args.gap_max_n, device=device)
         io.write_parquet(args.gap, gap)
-        _lap(phases, "gap_s", tic)
+        tic = _lap(phases, "gap_s", tic)
+        # λ0 on the rows every train job tracks H(t) on: computed here once, read by every train job.
+        gram_rows = {"max_n": args.gram_max_n, "seed": args.gram_seed, "n": n}
+        gram_rows["lambda0"] = lambda0_of_rows(X, subsample_rows(n, args.gram_max_n, args.gram_seed))
+        _lap(phases, "gram_rows_s", tic)
     plot_spectrum(args.plot, eigenvalues, consts, f"{args.dataset}: spectrum of H∞ (n = {n}, d = {d})")
 
     summary: dict[str, Any] = {
@@ -478,6 +496,7 @@ def _run(args: argparse.Namespace, device: str, t0: float) -> int:
         "eta_divisors": [int(c) for c in args.eta_divisors],
         "eta": learning_rates(consts["lambda_m"], args.eta_divisors),
         "eigvec_dtype": args.eigvec_dtype,
+        "gram_rows": gram_rows,
         "device": device,
         # sanity and provenance beyond the contract
         "trace": trace,

@@ -2,14 +2,18 @@
 
 - which optional datasets are available offline,
 - whether train jobs should carry ``gpu=1`` (device ``auto`` on a machine that has an NVIDIA driver),
-- the memory a stage's job needs, from the dataset's size (so SLURM requests and local scheduling are sized before
-  any data exists).
+- the memory and wall time a stage's job needs, from the dataset's size (so SLURM requests and local scheduling are
+  sized before any data exists),
+- what the whole grid costs on a CPU (for the plan-time warning when no GPU is present).
 """
 
 from __future__ import annotations
 
+import math
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 # Training-split size of classes 0/1 and the input dimension of each dataset.
 FULL_SHAPES: dict[str, tuple[int, int]] = {
@@ -57,3 +61,72 @@ def train_mem_mb(n: int, d: int, m: int, dtype_bytes: int, gram_rows: int) -> in
 def ntk_mem_mb(n: int) -> int:
     """H∞ built in place (one n×n float64 buffer), the eigen-solver's workspace and the eigenvectors: ~4 n² doubles."""
     return 600 + 4 * n * n * 8 // 2**20
+
+
+# Throughputs for planning. CPU: benchmarks/cost.py measured train() at 120 GFLOP/s on the 2-core CI machine (2
+# threads, Dec 2026); a train job uses 1 thread. GPU: an ESTIMATE (no GPU run yet), a third of an H200's ≈ 60 TFLOP/s
+# FP32 peak; benchmarks/gpu_check.py measures it. Runtime limits use rates well below these, so they are generous.
+CPU_FLOPS = 120e9
+GPU_FLOPS_ESTIMATE = 20e12
+_RUNTIME_CPU_FLOPS = 30e9  # pessimistic single-thread rate on a busy node
+_RUNTIME_GPU_FLOPS = 2e12  # pessimistic: small widths fill the GPU poorly
+_RUNTIME_FIXED_MIN = 10  # start-up, data load, CUDA context, queue-side slack
+
+
+def step_flop(n: int, d: int, m: int) -> float:
+    """FLOP of one full-batch step: the two GEMMs X·W (n×d·d×m) and (X⊙r)ᵀ·S (d×n·n×m), 2·n·d·m each."""
+    return 4.0 * n * d * m
+
+
+@dataclass(frozen=True)
+class TrainJob:
+    """One train job: ``runs`` runs of width m on n×d data for ``steps`` steps (a pack shares X and W(0))."""
+
+    n: int
+    d: int
+    m: int
+    runs: int
+    steps: int
+    dtype_bytes: int = 4
+    gram_rows: int = 2000
+    gpu: bool = False
+
+    def flop(self) -> float:
+        return self.runs * self.steps * step_flop(self.n, self.d, self.m)
+
+    def mem_mb(self) -> int:
+        """Host memory (MiB). CPU: the runs train one after another, so one run's buffers (:func:`train_mem_mb`) plus
+        every run's metric record. GPU: the buffers live on the device; the host holds X and the records, plus
+        ~1.5 GiB for the CUDA runtime."""
+        records = self.runs * (self.steps + 1) * 5 * 8 * 2 // 2**20
+        if not self.gpu:
+            return train_mem_mb(self.n, self.d, self.m, self.dtype_bytes, self.gram_rows) + records
+        return 600 + 1536 + (self.n * self.d * (8 + self.dtype_bytes) + 8 * self.gram_rows**2) // 2**20 + records
+
+    def device_mem_mb(self) -> int:
+        """GPU memory (MiB) when all runs are batched: per run 3 d×m + n×m + n×d buffers, plus X and the Gram work."""
+        b = self.dtype_bytes
+        per_run = (3 * self.d * self.m + self.n * self.m + self.n * self.d + self.n) * b
+        shared = (self.n * self.d + self.d * self.m) * b + self.n * self.m + self.runs * 5 * self.gram_rows**2 * 8
+        return (self.runs * per_run + shared) // 2**20
+
+    def runtime_min(self) -> int:
+        """A generous wall-time limit (minutes) for SLURM's -t: the FLOP at a pessimistic rate, plus start-up."""
+        rate = _RUNTIME_GPU_FLOPS if self.gpu else _RUNTIME_CPU_FLOPS
+        return _RUNTIME_FIXED_MIN + math.ceil(self.flop() / rate / 60)
+
+
+def grid_flop(cfg: dict[str, Any]) -> float:
+    """Training FLOP of the whole grid of a (validated) config: every dataset, run and step."""
+    grid, steps = cfg["grid"], cfg["train"]["steps"]
+    per_width = len(grid["methods"]) * len(grid["eta_divisors"]) * len(grid["betas"]) * len(grid["seeds"])
+    total = 0.0
+    for ds in cfg["datasets"]:
+        n, d = n_instances(ds, cfg["data"].get("max_per_class")), FULL_SHAPES[ds][1]
+        total += sum(per_width * steps * step_flop(n, d, m) for m in grid["widths"])
+    return total
+
+
+def grid_cpu_hours(cfg: dict[str, Any]) -> float:
+    """Hours the grid's training takes on the 2-core CI-class CPU at the rate benchmarks/cost.py measured."""
+    return grid_flop(cfg) / CPU_FLOPS / 3600

@@ -715,9 +715,10 @@ def cmd_modes(args: argparse.Namespace) -> int:
         raise UserError(f"{args.data} lacks array {exc}; rebuild it with the binarize stage") from None
     lam, V = _load_ntk(args.spectrum, args.eigvecs, X.shape[0])
     W0, a = model.init_params(X.shape[1], args.width, args.seed)
-    from momentum_ntk.lease import device_lease  # a GPU job gets a device no concurrent job holds
+    from momentum_ntk.lease import check_gpu_held, device_lease  # a GPU job gets a device no concurrent job holds
 
     with device_lease(args.device) as device:
+        check_gpu_held(args.gpus_held, device, "theory_modes")
         table, meta = mode_table(X, y, W0, a, lam, V, device=device)
     if abs(meta["coef_norm_ratio_inf"] - 1.0) > 1e-3:
         raise UserError(
@@ -759,34 +760,64 @@ def _finite_or_none(obj: Any) -> Any:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
+    """Predictions for every run given (one --method/--eta-divisor/--beta/--out, and --run, per run): the runs of a
+    pack share the modes of their (dataset, width, seed), read once."""
     modes, meta = read_modes(args.modes)
     summary = io.read_json(_need(args.ntk_summary, "NTK summary"))
+    k = len(args.method)
+    runs = args.run if args.run else [None] * k
+    lists = {"--eta-divisor": args.eta_divisor, "--beta": args.beta, "--out": args.out, "--run": runs}
+    bad = {key: len(v) for key, v in lists.items() if len(v) != k}
+    if bad:
+        raise UserError(f"{k} runs (--method) but {bad} values: give one --eta-divisor/--beta/--out/--run per run")
+    if args.steps < 1:
+        raise UserError(f"--steps must be >= 1, got {args.steps}")
+    if not 0.0 < args.horizon_fraction <= 1.0 or not 0.0 <= args.horizon_floor_ratio < 1.0:
+        raise UserError(
+            f"--horizon-fraction must lie in (0, 1] and --horizon-floor-ratio in [0, 1), got "
+            f"{args.horizon_fraction} and {args.horizon_floor_ratio}"
+        )
+    for method, divisor, beta, out, run in zip(args.method, args.eta_divisor, args.beta, args.out, runs):
+        predict_one(args, modes, meta, summary, method, divisor, beta, Path(out), run)
+    return 0
+
+
+def predict_one(
+    args: argparse.Namespace,
+    modes: pd.DataFrame,
+    meta: dict[str, Any],
+    summary: dict[str, Any],
+    method: str,
+    eta_divisor: int,
+    beta: float,
+    out: Path,
+    run: str | None,
+) -> None:
+    """One run's prediction Parquet and rates record (``out`` and ``out`` with suffix .json)."""
     try:
         lambda0 = float(summary["lambda0"])
         eta_map = summary["eta"]
     except KeyError as exc:
         raise UserError(f"{args.ntk_summary} lacks key {exc}; rerun the ntk stage") from None
-    if str(args.eta_divisor) not in eta_map:
+    if str(eta_divisor) not in eta_map:
         raise UserError(
-            f"{args.ntk_summary} has no eta for divisor {args.eta_divisor} (has {sorted(eta_map)}); "
+            f"{args.ntk_summary} has no eta for divisor {eta_divisor} (has {sorted(eta_map)}); "
             "add it to eta_divisors in the config and rerun the ntk stage"
         )
-    eta = float(eta_map[str(args.eta_divisor)])
-    if not 0.0 <= args.beta < 1.0:
-        raise UserError(f"--beta must lie in [0, 1), got {args.beta}")
-    if args.steps < 1:
-        raise UserError(f"--steps must be >= 1, got {args.steps}")
-    kw = {"method": args.method, "eta": eta, "beta": args.beta, "lambda0": lambda0, "ode_gram": args.ode_gram}
+    eta = float(eta_map[str(eta_divisor)])
+    if not 0.0 <= beta < 1.0:
+        raise UserError(f"--beta must lie in [0, 1), got {beta}")
+    kw = {"method": method, "eta": eta, "beta": beta, "lambda0": lambda0, "ode_gram": args.ode_gram}
     table = predict_table(modes, pseudo_loss0=meta["pseudo_loss0"], steps=args.steps, **kw)
     rec: dict[str, Any] = {
         "dataset": meta.get("dataset"),
-        "method": args.method,
+        "method": method,
         "width": meta.get("width"),
         "seed": meta.get("seed"),
-        "eta_divisor": args.eta_divisor,
+        "eta_divisor": eta_divisor,
         "eta": eta,
         "s": eta,
-        "beta": args.beta,
+        "beta": beta,
         "steps": args.steps,
         "lambda0": lambda0,
         "ode_gram": args.ode_gram,
@@ -796,36 +827,24 @@ def cmd_predict(args: argparse.Namespace) -> int:
         "rate_units": "loss exponent per iteration: loss(k) ~ exp(-rate * k)",
         **prediction_rates(modes, **kw),
     }
-    if args.run:
-        run_path = _need(args.run, "run file")
+    if run:
+        run_path = _need(run, "run file")
         _check_run_sidecar(
             run_path,
-            {
-                "method": args.method,
-                "eta": eta,
-                "beta": float(args.beta),
-                "width": meta.get("width"),
-                "seed": meta.get("seed"),
-            },
+            {"method": method, "eta": eta, "beta": float(beta), "width": meta.get("width"), "seed": meta.get("seed")},
         )
-        run = pd.read_parquet(run_path, columns=["step", "loss"])
-        table = attach_run(table, run)
-        if not 0.0 < args.horizon_fraction <= 1.0 or not 0.0 <= args.horizon_floor_ratio < 1.0:
-            raise UserError(
-                f"--horizon-fraction must lie in (0, 1] and --horizon-floor-ratio in [0, 1), got "
-                f"{args.horizon_fraction} and {args.horizon_floor_ratio}"
-            )
+        measured = pd.read_parquet(run_path, columns=["step", "loss"])
+        table = attach_run(table, measured)
         window = (args.steps // 2, args.steps)
         rec["run"] = str(run_path)
         rec |= comparison_record(table, window, args.horizon_fraction, args.horizon_floor_ratio)
         rec["rate_measured"] = rec["window_rate_measured"]
-    io.write_parquet(args.out, table)
-    io.write_json(Path(args.out).with_suffix(".json"), _finite_or_none(rec))
+    io.write_parquet(out, table)
+    io.write_json(out.with_suffix(".json"), _finite_or_none(rec))
     print(
-        f"predict: {args.method} eta={eta:.4g} beta={args.beta} steps={args.steps} rates/iter "
-        f"lin_h0={rec['rate_lin_h0']:.4g} lin_inf={rec['rate_lin_inf']:.4g} -> {args.out}"
+        f"predict: {method} eta={eta:.4g} beta={beta} steps={args.steps} rates/iter "
+        f"lin_h0={rec['rate_lin_h0']:.4g} lin_inf={rec['rate_lin_inf']:.4g} -> {out}"
     )
-    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -839,17 +858,19 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--seed", type=int, required=True)
     m.add_argument("--device", default="cpu", help="auto, cpu or cuda: device for H(0) and its eigh (default cpu)")
     m.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's choice)")
+    m.add_argument("--gpus-held", type=int, default=0, help="GPUs this job holds (Snakemake resources.gpu)")
     m.add_argument("--out", required=True)
     m.set_defaults(func=cmd_modes)
     q = sub.add_parser("predict", help="linearized, ODE and theorem-bound loss curves for one run")
     q.add_argument("--modes", required=True, help="results/theory/{dataset}/modes_m{width}_s{seed}.parquet")
     q.add_argument("--ntk-summary", required=True, help="results/ntk/{dataset}/summary.json")
-    q.add_argument("--method", choices=METHODS, required=True)
-    q.add_argument("--eta-divisor", type=int, required=True, help="η = summary.eta[str(divisor)]")
-    q.add_argument("--beta", type=float, required=True)
+    # One value per run (the runs of a pack share the modes); a single value each is one run.
+    q.add_argument("--method", choices=METHODS, nargs="+", required=True)
+    q.add_argument("--eta-divisor", type=int, nargs="+", required=True, help="η = summary.eta[str(divisor)]")
+    q.add_argument("--beta", type=float, nargs="+", required=True)
     q.add_argument("--steps", type=int, required=True)
     q.add_argument("--ode-gram", choices=("inf", "h0"), default="inf", help="Gram matrix of the ODE columns")
-    q.add_argument("--run", help="a run Parquet (step, loss) to compare against")
+    q.add_argument("--run", nargs="+", help="run Parquet files (step, loss) to compare against, one per run")
     q.add_argument(
         "--horizon-fraction",
         type=float,
@@ -863,7 +884,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="with --run: T also ends before the measured loss first falls below this times loss(0) (default "
         "%(default)s)",
     )
-    q.add_argument("--out", required=True, help="prediction Parquet; the rates record goes to the same path .json")
+    q.add_argument(
+        "--out", nargs="+", required=True, help="prediction Parquet per run; its rates record goes to the same path .json"
+    )
     q.set_defaults(func=cmd_predict)
     return p
 

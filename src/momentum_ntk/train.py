@@ -38,6 +38,8 @@ from __future__ import annotations
 import argparse
 import contextlib
 import math
+import os
+import subprocess
 import sys
 import time
 from collections.abc import Iterator, Sequence
@@ -55,6 +57,7 @@ from momentum_ntk.errors import UserError, cli
 METHODS = ("gd", "hb", "nag")
 COLUMNS = ("step", "loss", "max_dist", "lambda_min_H", "lambda_max_H", "pattern_changed")
 _ALIGN_BYTES = 256  # per-run slice alignment: MKL's (and cuBLAS's) kernel choice depends on it
+SYNC_EVERY = 50  # steps between host copies of the metrics (divergence is still found at the exact step)
 _SUM_BLOCK = 32  # rows per float32 partial sum in the max_dist reduction; partial sums are added in float64
 
 
@@ -255,33 +258,34 @@ def _loss_and_max_dist(sh: _Shared, p: _Pack) -> torch.Tensor:
 def gram_exact(XXt: torch.Tensor, S: torch.Tensor) -> torch.Tensor:
     """H = (X Xᵀ) ⊙ (S Sᵀ) / m in XXt's dtype (float64), equal bit for bit to ``model.gram_from_pattern``.
 
-    S Sᵀ counts co-activations, integers ≤ m < 2^24, so a float32 GEMM computes it exactly at half the cost.
+    S is one pattern (n, m) or a batch (k, n, m), giving H (n, n) or (k, n, n). S Sᵀ counts co-activations, integers
+    ≤ m < 2^24, so a float32 GEMM computes it exactly at half the cost (and in any summation order).
     """
-    m = S.shape[1]
+    m = S.shape[-1]
     if m >= 2**24:
+        if S.dim() == 3:
+            return torch.stack([model.gram_from_pattern(XXt, s) for s in S])
         return model.gram_from_pattern(XXt, S)
     Sf = S.to(torch.float32)
-    return XXt * (Sf @ Sf.T).to(XXt.dtype) / m
+    return XXt * (Sf @ Sf.transpose(-1, -2)).to(XXt.dtype) / m
 
 
 def _track(sh: _Shared, p: _Pack) -> torch.Tensor:
-    """(k, 3) float64: λmin(H), λmax(H) on the tracked rows and the fraction of S (n, m) changed since step 0.
+    """(k, 3) float64 on the device: λmin(H), λmax(H) on the tracked rows and the fraction of S (n, m) changed since
+    step 0, for every run of the pack in one batched computation (no host sync).
 
-    Reads the pre-activations Z = X W (call between _preactivations and _residuals).
+    Reads the pre-activations Z = X W (call between _preactivations and _residuals). At step 0 every run of the pack
+    is still at the shared W(0): one run's spectrum is computed and repeated.
     """
-    out = torch.empty(p.k, 3, dtype=torch.float64)
-    first = sh.S0 is None  # step 0: every run of the pack is still at the shared W(0)
-    for i in range(p.k):
-        if first and i > 0:
-            out[i] = out[0]
-            continue
-        S = p.Z[i] >= 0
-        if first:
-            sh.S0 = S
-        changed = torch.ne(S, sh.S0).sum().item() / S.numel()
-        ev = torch.linalg.eigvalsh(gram_exact(sh.XXt_rows, S[sh.rows]))
-        out[i, 0], out[i, 1], out[i, 2] = ev[0].item(), ev[-1].item(), changed
-    return out
+    first = sh.S0 is None
+    Z = p.Z[:1] if first else p.Z
+    S = Z >= 0  # (k', n, m)
+    if first:
+        sh.S0 = S[0]
+    changed = torch.ne(S, sh.S0).sum((1, 2)).to(torch.float64) / sh.S0.numel()
+    ev = torch.linalg.eigvalsh(gram_exact(sh.XXt_rows, S[:, sh.rows]))  # (k', n_s), ascending
+    out = torch.stack([ev[:, 0], ev[:, -1], changed], 1)
+    return out.expand(p.k, 3) if first else out
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -310,6 +314,54 @@ def resolve_device(device: str) -> str:
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise UserError(f"device {device!r} was asked for but torch sees no CUDA device; use --device auto or cpu")
     return device
+
+
+def tf32_state() -> dict[str, Any]:
+    """Whether float32 matmuls may use TF32: torch's flag, the matmul precision and the two environment overrides.
+
+    ``TORCH_ALLOW_TF32_CUBLAS_OVERRIDE=1`` makes cuBLAS use TF32 whatever torch's flag says; ``NVIDIA_TF32_OVERRIDE=0``
+    forbids TF32 in every NVIDIA library. ``tf32`` is the effective state for CUDA float32 GEMMs.
+    """
+    override = os.environ.get("TORCH_ALLOW_TF32_CUBLAS_OVERRIDE")
+    nvidia = os.environ.get("NVIDIA_TF32_OVERRIDE")
+    allowed = bool(torch.backends.cuda.matmul.allow_tf32) or override == "1"
+    return {
+        "tf32": allowed and nvidia != "0",
+        "tf32_torch_flag": bool(torch.backends.cuda.matmul.allow_tf32),
+        "float32_matmul_precision": torch.get_float32_matmul_precision(),
+        "TORCH_ALLOW_TF32_CUBLAS_OVERRIDE": override,
+        "NVIDIA_TF32_OVERRIDE": nvidia,
+    }
+
+
+def device_record(device: str) -> dict[str, Any]:
+    """The compute device for provenance: torch's CUDA build (None: CPU-only), and for CUDA the GPU's name,
+    capability, memory, driver and cuDNN versions; always the effective TF32 state (:func:`tf32_state`)."""
+    rec: dict[str, Any] = {"torch_cuda": torch.version.cuda}
+    if str(device).startswith("cuda"):
+        index = torch.device(device).index or 0
+        props = torch.cuda.get_device_properties(index)
+        rec |= {
+            "gpu": props.name,
+            "gpu_capability": f"{props.major}.{props.minor}",
+            "gpu_memory_gib": round(props.total_memory / 2**30, 1),
+            "gpu_driver": _nvidia_driver(),
+            "cudnn": torch.backends.cudnn.version(),
+        }
+    return rec | tf32_state()
+
+
+def _nvidia_driver() -> str | None:
+    """The NVIDIA driver version from nvidia-smi (None when it is missing or does not answer within 10 s)."""
+    try:
+        out = subprocess.run(
+            ["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+            capture_output=True, text=True, timeout=10, check=True,
+        )  # fmt: skip
+    except (OSError, subprocess.SubprocessError):
+        return None
+    lines = out.stdout.strip().splitlines()
+    return lines[0] if lines else None
 
 
 def strict_float32() -> None:
@@ -341,20 +393,30 @@ def train_many(
     device: str = "cpu",
     divergence_factor: float = 1e6,
     progress: bool = False,
+    pack_size: int | None = None,
+    sync_every: int = SYNC_EVERY,
 ) -> list[pd.DataFrame]:
-    """Train k runs (dicts with method, eta, beta) from the same W(0) in one batched job; one DataFrame per run.
+    """Train k runs (dicts with method, eta, beta) from the same W(0); one DataFrame per run.
+
+    The runs are trained in batches of at most ``pack_size`` (None: all k at once) as batched (k, d, m) tensors with
+    shared X: on a GPU one wide batch fills the device, on a CPU ``pack_size=1`` (one after another) is as fast.
 
     Each frame has one row per step 0..steps_done with the CONTRACT.md columns (``COLUMNS``), and ``attrs``
     {method, eta, beta, steps, steps_done, diverged, diverged_step, last_finite_loss}. λmin/λmax of H(t) on
     ``gram_rows`` and pattern_changed are filled at steps 0, steps and every ``gram_every`` steps (0: first and last
     only), NaN elsewhere. A run stops at the first step whose loss is non-finite or above divergence_factor·ℓ(0);
-    that step's row is kept when its loss is finite. Every run is bit-identical to the same run trained alone.
+    that step's row is kept when its loss is finite. Metrics stay on the device and reach the host every
+    ``sync_every`` steps: a diverged run may compute up to that many steps more, but they are dropped, so
+    ``diverged_step`` and every output are exactly those of a check at every step. Every run is bit-identical to the
+    same run trained alone, whatever ``pack_size`` and ``sync_every``.
     """
     specs = [RunSpec.of(r) for r in runs]
     if not specs:
         raise UserError("no runs given")
     if steps < 0 or gram_every < 0:
         raise UserError(f"steps={steps} and gram_every={gram_every} must be >= 0")
+    if pack_size is not None and pack_size < 1 or sync_every < 1:
+        raise UserError(f"pack_size={pack_size} must be None or >= 1 and sync_every={sync_every} >= 1")
     X, y, W0, a = (np.asarray(v) for v in (X, y, W0, a))
     _check_inputs(X, y, W0, a)
     tdtype = resolve_dtype(dtype, X)
@@ -382,40 +444,75 @@ def train_many(
     )
     k = len(specs)
     tracked = {0, steps} | (set(range(0, steps + 1, gram_every)) if gram_every else set())
-    rec = np.full((k, steps + 1, 5), np.nan)  # loss, max_dist, λmin, λmax, pattern_changed
-    last = np.full(k, -1)  # last kept step per run
-    diverged_step: list[int | None] = [None] * k
-    loss0 = np.full(k, np.nan)
+    log = _Log(k, steps, divergence_factor)
+    size = k if pack_size is None else pack_size
+    bar = _progress(steps * k, progress)
+    for start in range(0, k, size):
+        pack = _new_pack(sh, specs, list(range(start, min(k, start + size))))
+        _train_pack(sh, pack, steps, tracked, log, sync_every, bar)
+    bar.close()
+    return [_frame(specs[j], log.rec[j], int(log.last[j]), log.diverged_step[j], steps) for j in range(k)]
 
-    p = _new_pack(sh, specs, list(range(k)))
-    bar = _progress(steps, progress)
+
+class _Log:
+    """Host-side record of k runs: metrics per step, the last kept step and the divergence step of each run."""
+
+    def __init__(self, k: int, steps: int, divergence_factor: float) -> None:
+        self.rec = np.full((k, steps + 1, 5), np.nan)  # loss, max_dist, λmin, λmax, pattern_changed
+        self.last = np.full(k, -1)  # last kept step per run
+        self.diverged_step: list[int | None] = [None] * k
+        self.loss0 = np.full(k, np.nan)
+        self.factor = divergence_factor
+
+    def take(self, ids: list[int], t0: int, metrics: np.ndarray, track: dict[int, np.ndarray]) -> list[int]:
+        """Enter steps t0.. of the pack's runs ``ids`` (metrics (T, k, 2), track {step: (k, 3)}) in step order, as a
+        check after every step would; returns the slots of the runs still going."""
+        keep = []
+        for slot, run in enumerate(ids):
+            for i in range(metrics.shape[0]):
+                t = t0 + i
+                loss = metrics[i, slot, 0]
+                if t == 0:
+                    self.loss0[run] = loss
+                if t in track:
+                    self.rec[run, t, 2:] = track[t][slot]
+                if np.isfinite(loss):
+                    self.rec[run, t, :2] = metrics[i, slot]
+                    self.last[run] = t
+                if not np.isfinite(loss) or loss > self.factor * self.loss0[run]:
+                    self.diverged_step[run] = t
+                    break
+            else:
+                keep.append(slot)
+        return keep
+
+
+def _train_pack(
+    sh: _Shared, p: _Pack, steps: int, tracked: set[int], log: _Log, sync_every: int, bar: Any
+) -> None:
+    """Run the pack's steps 0..steps; metrics are buffered on the device and entered into ``log`` in chunks."""
+    sh.S0 = None
+    buf = torch.empty(min(sync_every, steps + 1), p.k, 2, dtype=torch.float64, device=sh.X.device)
+    track: dict[int, torch.Tensor] = {}
+    t0 = 0
     for t in range(steps + 1):
         _preactivations(sh, p)
         if t in tracked:
-            rec[p.ids, t, 2:] = _track(sh, p).numpy()
+            track[t] = _track(sh, p)
         _residuals(sh, p)
-        metrics = _loss_and_max_dist(sh, p).cpu().numpy()
-        if t == 0:
-            loss0[p.ids] = metrics[:, 0]
-        keep = []
-        for slot, run in enumerate(p.ids):
-            loss = metrics[slot, 0]
-            if np.isfinite(loss):
-                rec[run, t, :2] = metrics[slot]
-                last[run] = t
-            if not np.isfinite(loss) or loss > divergence_factor * loss0[run]:
-                diverged_step[run] = t
-            else:
-                keep.append(slot)
-        if not keep or t == steps:
-            break
-        if len(keep) < p.k:
-            p = _select(p, keep)
+        buf[t - t0] = _loss_and_max_dist(sh, p)
+        if t - t0 + 1 == buf.shape[0] or t == steps:  # one host sync per chunk
+            metrics = buf[: t - t0 + 1].cpu().numpy()
+            keep = log.take(p.ids, t0, metrics, {s: v.cpu().numpy() for s, v in track.items()})
+            track, t0 = {}, t + 1
+            if not keep or t == steps:
+                break
+            if len(keep) < p.k:
+                p = _select(p, keep)
+                buf = buf.new_empty(buf.shape[0], p.k, 2)
         _gradient(sh, p)
         _update(p, t)
-        bar.update(1)
-    bar.close()
-    return [_frame(specs[j], rec[j], int(last[j]), diverged_step[j], steps) for j in range(k)]
+        bar.update(p.k)
 
 
 def train(
@@ -534,26 +631,60 @@ def gram_inf(X: np.ndarray) -> np.ndarray:
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="python -m momentum_ntk.train", description=__doc__.split("\n")[0])
     ap.add_argument("--data", required=True, type=Path, help="binarized data .npz (X, y)")
-    ap.add_argument("--ntk-summary", type=Path, help="NTK summary.json (learning rates per eta divisor)")
+    ap.add_argument("--ntk-summary", type=Path, help="NTK summary.json (learning rates, λ0 of the tracked rows)")
     ap.add_argument("--dataset", required=True)
-    ap.add_argument("--method", required=True, choices=METHODS)
     ap.add_argument("--width", required=True, type=int, help="hidden width m")
-    ap.add_argument("--eta-divisor", type=int, default=None, help="η = summary['eta'][str(divisor)]")
-    ap.add_argument("--eta", type=float, default=None, help="explicit learning rate (overrides the divisor)")
-    ap.add_argument("--beta", type=float, default=0.0)
     ap.add_argument("--seed", type=int, default=0, help="seed of W(0), a (model.init_params)")
+    # One value per run of the pack (all runs share X, m and the seed, hence W(0)); a single value is one run.
+    ap.add_argument("--method", required=True, nargs="+", choices=METHODS, help="one per run")
+    ap.add_argument("--eta-divisor", type=int, nargs="+", default=None, help="η = summary['eta'][str(divisor)], per run")
+    ap.add_argument("--eta", type=float, nargs="+", default=None, help="explicit learning rates (override divisors)")
+    ap.add_argument("--beta", type=float, nargs="+", default=[0.0], help="momentum β, one per run")
+    ap.add_argument("--out", required=True, type=Path, nargs="+", help="run Parquet, one per run")
+    ap.add_argument("--meta", required=True, type=Path, nargs="+", help="run sidecar JSON, one per run")
     ap.add_argument("--steps", type=int, default=1000)
     ap.add_argument("--gram-every", type=int, default=50, help="track H(t) every this many steps (0: first and last)")
     ap.add_argument("--gram-max-n", type=int, default=2000, help="track H(t) on at most this many rows")
     ap.add_argument("--gram-seed", type=int, default=0)
     ap.add_argument("--dtype", choices=("float32", "float64"), default="float32")
     ap.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:<i>")
+    ap.add_argument("--gpus-held", type=int, default=0, help="GPUs this job holds (Snakemake resources.gpu)")
+    ap.add_argument(
+        "--pack-size", type=int, default=0, help="most runs batched together; 0: all on a GPU, 1 (one by one) on a CPU"
+    )
+    ap.add_argument("--sync-every", type=int, default=SYNC_EVERY, help="steps between host copies of the metrics")
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     ap.add_argument("--divergence-factor", type=float, default=1e6)
     ap.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True, help="tqdm bar on stderr")
-    ap.add_argument("--out", required=True, type=Path, help="run Parquet")
-    ap.add_argument("--meta", required=True, type=Path, help="run sidecar JSON")
     return ap
+
+
+def pack_runs(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """The pack's runs from the per-run CLI lists: method, eta_divisor, beta, out, meta (equal lengths; a single
+    --beta or --eta-divisor applies to every run)."""
+    k = len(args.method)
+    lists = {"method": args.method, "beta": args.beta, "out": args.out, "meta": args.meta}
+    lists["eta_divisor"] = args.eta_divisor if args.eta_divisor is not None else [None]
+    lists["eta"] = args.eta if args.eta is not None else [None]
+    for key in ("beta", "eta_divisor", "eta"):
+        if len(lists[key]) == 1:
+            lists[key] = lists[key] * k
+    bad = {key: len(v) for key, v in lists.items() if len(v) != k}
+    if bad:
+        raise UserError(f"{k} runs (--method) but {bad} values: give one --eta-divisor/--beta/--out/--meta per run")
+    outs = [str(p) for p in args.out + args.meta]
+    if len(set(outs)) != len(outs):
+        raise UserError("--out and --meta name the same file twice; every run needs its own Parquet and sidecar")
+    return [{key: lists[key][i] for key in lists} for i in range(k)]
+
+
+def tracked_lambda0(args: argparse.Namespace, X: np.ndarray, rows: np.ndarray) -> tuple[float, str]:
+    """λ0 = λmin(H∞) on the tracked rows: the ntk stage's value when its summary was made for these rows
+    (``gram_rows`` record), else computed here (once per job). Returns (λ0, where it came from)."""
+    rec = io.read_json(args.ntk_summary).get("gram_rows") if args.ntk_summary and args.ntk_summary.is_file() else None
+    if rec and rec.get("max_n") == args.gram_max_n and rec.get("seed") == args.gram_seed and rec.get("n") == len(X):
+        return float(rec["lambda0"]), str(args.ntk_summary)
+    return ntk.lambda0_of_rows(X, rows), "computed"
 
 
 def load_data(path: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -570,59 +701,69 @@ def load_data(path: Path) -> tuple[np.ndarray, np.ndarray]:
     return X, y
 
 
-def learning_rate(args: argparse.Namespace) -> float:
-    """--eta if given, else summary['eta'][str(--eta-divisor)]."""
-    if args.eta is not None:
-        return float(args.eta)
-    if args.ntk_summary is None or args.eta_divisor is None:
+def learning_rate(summary: Path | None, divisor: int | None, eta: float | None) -> float:
+    """``eta`` if given, else summary['eta'][str(divisor)]."""
+    if eta is not None:
+        return float(eta)
+    if summary is None or divisor is None:
         raise UserError("give --ntk-summary and --eta-divisor (η = 1/(divisor·λm)), or an explicit --eta")
-    if not args.ntk_summary.is_file():
-        raise UserError(f"{args.ntk_summary}: NTK summary not found; run the ntk stage first")
-    etas = io.read_json(args.ntk_summary).get("eta", {})
-    key = str(args.eta_divisor)
+    if not summary.is_file():
+        raise UserError(f"{summary}: NTK summary not found; run the ntk stage first")
+    etas = io.read_json(summary).get("eta", {})
+    key = str(divisor)
     if key not in etas:
         raise UserError(
-            f"{args.ntk_summary}: no learning rate for eta divisor {key} (it has {sorted(etas, key=int)}); "
+            f"{summary}: no learning rate for eta divisor {key} (it has {sorted(etas, key=int)}); "
             f"add {key} to grid.eta_divisors in the config and rerun the ntk stage"
         )
     return float(etas[key])
 
 
 @contextlib.contextmanager
-def _device(requested: str) -> Iterator[str]:
-    """The concrete device: "cpu", or a CUDA device leased through momentum_ntk.lease (imported only then)."""
+def _device(requested: str, gpus_held: int) -> Iterator[tuple[str, float]]:
+    """The concrete device ("cpu", or a CUDA device leased through momentum_ntk.lease) and the seconds spent creating
+    its CUDA context (0 on the CPU), which the run's wall time leaves out."""
+    from momentum_ntk.lease import check_gpu_held
+
     resolved = resolve_device(requested)
+    check_gpu_held(gpus_held, resolved, "train")
     if resolved == "cpu":
-        yield "cpu"
+        yield "cpu", 0.0
         return
     from momentum_ntk.lease import device_lease
 
     with device_lease(resolved) as dev:
-        yield dev
+        t0 = time.perf_counter()
+        torch.zeros(1, device=dev)  # CUDA context creation
+        torch.cuda.synchronize(dev)
+        yield dev, time.perf_counter() - t0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.width < 1 or args.steps < 0 or args.gram_every < 0 or args.threads < 1:
         raise UserError("--width and --threads must be >= 1, --steps and --gram-every >= 0")
+    if args.pack_size < 0 or args.sync_every < 1:
+        raise UserError("--pack-size must be >= 0 (0: automatic) and --sync-every >= 1")
     torch.set_num_threads(args.threads)
-    eta = learning_rate(args)
+    runs = pack_runs(args)
+    for run in runs:
+        run["eta"] = learning_rate(args.ntk_summary, run["eta_divisor"], run["eta"])
     X, y = load_data(args.data)
     n, d = X.shape
     W0, a = model.init_params(d, args.width, args.seed)
     rows = gram_rows_subset(n, args.gram_max_n, args.gram_seed)
-    lambda0_rows = float(np.linalg.eigvalsh(gram_inf(X[rows]))[0])
+    lambda0_rows, lambda0_source = tracked_lambda0(args, X, rows)
 
-    with _device(args.device) as device:
+    with _device(args.device, args.gpus_held) as (device, cuda_init_s):
+        pack_size = args.pack_size or (len(runs) if device.startswith("cuda") else 1)
         t0 = time.perf_counter()
-        df = train(
+        frames = train_many(
             X,
             y,
             W0,
             a,
-            method=args.method,
-            eta=eta,
-            beta=args.beta,
+            [RunSpec(r["method"], r["eta"], r["beta"]) for r in runs],
             steps=args.steps,
             gram_every=args.gram_every,
             gram_rows=rows,
@@ -630,48 +771,62 @@ def main(argv: Sequence[str] | None = None) -> int:
             device=device,
             divergence_factor=args.divergence_factor,
             progress=args.progress,
+            pack_size=pack_size,
+            sync_every=args.sync_every,
         )
         if device.startswith("cuda"):
             torch.cuda.synchronize(device)
         wall = time.perf_counter() - t0
+        env = io.environment_record() | device_record(device)
 
-    info = dict(df.attrs)
-    df.attrs = {}  # Parquet stays free of run metadata (the sidecar has it): same seed, same bytes
-    io.write_parquet(args.out, df)
-    io.write_json(
-        args.meta,
-        {
-            "dataset": args.dataset,
-            "method": args.method,
-            "width": args.width,
-            "eta_divisor": args.eta_divisor,
-            "eta": eta,
-            "beta": args.beta,
-            "seed": args.seed,
-            "steps": args.steps,
-            "steps_done": info["steps_done"],
-            "diverged": info["diverged"],
-            "diverged_step": info["diverged_step"],
-            "last_finite_loss": info["last_finite_loss"],
-            "gram_every": args.gram_every,
-            "gram_rows": rows,
-            "lambda0_rows": lambda0_rows,
-            "dtype": args.dtype,
-            "tf32": bool(torch.backends.cuda.matmul.allow_tf32),
-            "device": device,
-            "threads": args.threads,
-            "wall_s": wall,
-            "steps_per_s": max(info["steps_done"], 0) / wall if wall > 0 else None,
-            "environment": io.environment_record(),
-            "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
-        },
-    )
-    status = f"diverged at step {info['diverged_step']}" if info["diverged"] else "done"
-    print(
-        f"{args.method} m={args.width} eta={eta:.4g} beta={args.beta}: {status}, {info['steps_done']} steps, "
-        f"loss {info['last_finite_loss']}, {wall:.1f} s on {device}",
-        file=sys.stderr,
-    )
+    steps_total = sum(max(df.attrs["steps_done"], 0) for df in frames)
+    for run, df in zip(runs, frames):
+        info = dict(df.attrs)
+        df.attrs = {}  # Parquet stays free of run metadata (the sidecar has it): same seed, same bytes
+        io.write_parquet(run["out"], df)
+        io.write_json(
+            run["meta"],
+            {
+                "dataset": args.dataset,
+                "method": run["method"],
+                "width": args.width,
+                "eta_divisor": run["eta_divisor"],
+                "eta": run["eta"],
+                "beta": run["beta"],
+                "seed": args.seed,
+                "steps": args.steps,
+                "steps_done": info["steps_done"],
+                "diverged": info["diverged"],
+                "diverged_step": info["diverged_step"],
+                "last_finite_loss": info["last_finite_loss"],
+                "gram_every": args.gram_every,
+                "gram_rows": rows,
+                "lambda0_rows": lambda0_rows,
+                "lambda0_rows_source": lambda0_source,
+                "dtype": args.dtype,
+                "tf32": env["tf32"],
+                "device": device,
+                "threads": args.threads,
+                # The pack: every run of this job shares its wall time (the k runs were trained together).
+                "pack_size": len(runs),
+                "pack_batch": pack_size,
+                "wall_s": wall,
+                "steps_per_s": steps_total / wall if wall > 0 else None,
+                "cuda_init_s": cuda_init_s,
+                "environment": env,
+                "args": {
+                    key: ([str(v) for v in val] if isinstance(val, list) else str(val) if isinstance(val, Path) else val)
+                    for key, val in vars(args).items()
+                },
+            },
+        )
+        status = f"diverged at step {info['diverged_step']}" if info["diverged"] else "done"
+        print(
+            f"{run['method']} m={args.width} eta={run['eta']:.4g} beta={run['beta']}: {status}, "
+            f"{info['steps_done']} steps, loss {info['last_finite_loss']}",
+            file=sys.stderr,
+        )
+    print(f"{len(runs)} runs, {steps_total} steps in {wall:.1f} s on {device} (batches of {pack_size})", file=sys.stderr)
     return 0
 
 

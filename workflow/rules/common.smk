@@ -1,9 +1,9 @@
 # Helpers shared by all stages of the workflow: the dataset list, path templates, the grid, the shell prefix.
 # Rules stay thin: each calls one stage of the package in src/momentum_ntk/ as `python -m momentum_ntk.<stage>`.
 
-from pathlib import Path
-
+import itertools
 import sys
+from pathlib import Path
 
 # --- how rules reach the package -------------------------------------------------------------------------------
 # Snakemake strips PYTHONPATH from conda jobs and builds envs from a copy, so the path to src/ is exported inside
@@ -101,6 +101,53 @@ def runs_of(dataset, template="run"):
     return expand(PATHS[template], dataset=dataset, **GRID)
 
 
+# --- jobs: a pack of runs (default) or one run ----------------------------------------------------------------------
+# A pack is every run that shares (dataset, width, seed), hence X and W(0): the grid's methods × η × β. One train job
+# and one theory-prediction job per pack (train.granularity: pack), or per run (train.granularity: run); the files
+# are the same either way. Asking for one run file builds its whole pack.
+PACKED = config["train"]["granularity"] == "pack"
+PACK_RUNS = list(
+    itertools.product(GRID["method"], GRID["eta_divisor"], GRID["beta"])
+)  # (method, c, β), in order
+PATHS["train_log"] = (
+    "results/logs/train/{dataset}/m{width}_s{seed}.log"
+    if PACKED
+    else f"results/logs/train/{RUN}.log"
+)
+PATHS["theory_log"] = (
+    "results/logs/theory/{dataset}/predict_m{width}_s{seed}.log"
+    if PACKED
+    else f"results/logs/theory/{RUN}.log"
+)
+
+
+def job_files(template):
+    """The files of one job: those of every run of a pack (wildcards dataset, width, seed left open), or of one run."""
+    if not PACKED:
+        return [PATHS[template]]
+    method, eta_divisor, beta = (list(v) for v in zip(*PACK_RUNS))
+    return expand(
+        PATHS[template],
+        zip,
+        method=method,
+        eta_divisor=eta_divisor,
+        beta=beta,
+        allow_missing=True,
+    )
+
+
+def job_runs(wildcards):
+    """(method, eta_divisor, beta) of every run of the job, in the order of job_files."""
+    if PACKED:
+        return PACK_RUNS
+    return [(wildcards.method, wildcards.eta_divisor, wildcards.beta)]
+
+
+def job_params(column):
+    """One column of job_runs as a list (Snakemake joins it with spaces in the shell command)."""
+    return lambda wildcards: [run[column] for run in job_runs(wildcards)]
+
+
 # --- resources ----------------------------------------------------------------------------------------------------
 def train_gpus():
     """gpu=1 for train jobs that will use a GPU: device cuda, or auto on a machine with an NVIDIA driver."""
@@ -108,12 +155,41 @@ def train_gpus():
     return int(device == "cuda" or (device == "auto" and plan.gpu_present()))
 
 
-def train_mem_mb(wildcards):
+def _train_job(wildcards):
+    """plan.TrainJob of one train job (a pack or one run) from its wildcards and the config."""
     n = plan.n_instances(wildcards.dataset, config["data"]["max_per_class"])
-    d = plan.FULL_SHAPES[wildcards.dataset][1]
-    dtype_bytes = 8 if config["train"]["dtype"] == "float64" else 4
-    return plan.train_mem_mb(
-        n, d, int(wildcards.width), dtype_bytes, min(n, config["train"]["gram_max_n"])
+    return plan.TrainJob(
+        n=n,
+        d=plan.FULL_SHAPES[wildcards.dataset][1],
+        m=int(wildcards.width),
+        runs=len(job_runs(wildcards)),
+        steps=config["train"]["steps"],
+        dtype_bytes=8 if config["train"]["dtype"] == "float64" else 4,
+        gram_rows=min(n, config["train"]["gram_max_n"]),
+        gpu=bool(train_gpus()),
+    )
+
+
+def train_mem_mb(wildcards):
+    """Host memory of one train job (MiB): one run's buffers at a time on a CPU, the data on a GPU job's host."""
+    return _train_job(wildcards).mem_mb()
+
+
+def train_runtime(wildcards):
+    """Wall-time limit of one train job (minutes, SLURM's -t): the pack's FLOP at a pessimistic rate, plus start-up."""
+    return _train_job(wildcards).runtime_min()
+
+
+# --- plan-time warning: the paper's grid on a host without a GPU -------------------------------------------------------
+_CPU_HOURS = plan.grid_cpu_hours(config)
+if config["train"]["device"] != "cpu" and not plan.gpu_present() and _CPU_HOURS > 1:
+    print(
+        f"momentum-ntk: no GPU on this host, so the training grid of this config will run on the CPU: about "
+        f"{_CPU_HOURS:.0f} CPU-hours (benchmarks/cost.py prices it). On a GPU host run `snakemake --cores 8 "
+        f"--resources gpu=<number of GPUs>` with a CUDA build of torch (README, 'GPU install'); on a SLURM cluster "
+        f"`snakemake --profile profiles/slurm` asks for gpu=1 per train job. For minutes on a CPU: "
+        f"--configfile workflow/presets/quick.yaml. To run on the CPU on purpose, set train.device: cpu.",
+        file=sys.stderr,
     )
 
 

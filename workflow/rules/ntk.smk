@@ -32,13 +32,16 @@ rule ntk:
         gap_max_n=config["ntk"]["gap_max_n"],
         gap_seed=config["ntk"]["gap_seed"],
         eigvec_dtype=config["ntk"]["eigvec_dtype"],
+        gram_max_n=config["train"]["gram_max_n"],
+        gram_seed=config["train"]["gram_seed"],
         device=config["train"]["device"],
     shell:
         """
         python -m momentum_ntk.ntk --data {input.data} --dataset {wildcards.dataset} \
             --eta-divisors {params.divisors} --widths {params.widths} \
             --gap-max-n {params.gap_max_n} --gap-seed {params.gap_seed} --eigvec-dtype {params.eigvec_dtype} \
-            --device {params.device} --threads {threads} \
+            --gram-max-n {params.gram_max_n} --gram-seed {params.gram_seed} \
+            --device {params.device} --gpus-held {resources.gpu} --threads {threads} \
             --spectrum {output.spectrum} --summary {output.summary} --eigvecs {output.eigvecs} \
             --gap {output.finite_width} --plot {output.plot} >{log} 2>&1
         """

@@ -38,32 +38,37 @@ rule theory_modes:
         """
         python -m momentum_ntk.theory modes --data {input.data} --spectrum {input.spectrum} \
             --eigvecs {input.eigvecs} --width {wildcards.width} --seed {wildcards.seed} --device {params.device} \
-            --threads {threads} --out {output.modes} >{log} 2>&1
+            --gpus-held {resources.gpu} --threads {threads} --out {output.modes} >{log} 2>&1
         """
 
 
 rule theory_predict:
-    """Linearized (H∞, H(0)), ODE (two α) and theorem-bound loss curves for one run, compared with its measured loss."""
+    """Linearized (H∞, H(0)), ODE (two α) and theorem-bound loss curves for the runs of one train job (a pack of one
+    (dataset, width, seed), or one run), compared with their measured loss."""
     input:
         modes=PATHS["theory_modes"],
         summary=PATHS["ntk_summary"],
-        run=PATHS["run"],
-        meta=PATHS["run_meta"],
+        runs=job_files("run"),
+        metas=job_files("run_meta"),
     output:
-        pred=PATHS["theory_pred"],
-        record=PATHS["theory_record"],
+        preds=job_files("theory_pred"),
+        records=job_files("theory_record"),
     log:
-        f"results/logs/theory/{RUN}.log",
+        PATHS["theory_log"],
     conda:
         "../../envs/torch.yaml"
     params:
+        methods=job_params(0),
+        eta_divisors=job_params(1),
+        betas=job_params(2),
         steps=config["train"]["steps"],
         horizon=config["analysis"]["theory_horizon"],
     shell:
         """
         python -m momentum_ntk.theory predict --modes {input.modes} --ntk-summary {input.summary} \
-            --method {wildcards.method} --eta-divisor {wildcards.eta_divisor} --beta {wildcards.beta} \
-            --steps {params.steps} --run {input.run} --horizon-fraction {params.horizon} --out {output.pred} >{log} 2>&1
+            --method {params.methods} --eta-divisor {params.eta_divisors} --beta {params.betas} \
+            --steps {params.steps} --run {input.runs} --horizon-fraction {params.horizon} --out {output.preds} \
+            >{log} 2>&1
         """
 
 

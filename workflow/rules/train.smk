@@ -1,26 +1,34 @@
-# Stage 3, training: one job per grid point ⟨method⟩ × m × η × β × seed and dataset. Full batch, square loss, only W
-# trained (a fixed), exact recursions of eqs. (3)-(5). Every run writes its own Parquet file and JSON sidecar, so any
-# single run can be rebuilt alone. Jobs that will use a GPU carry `gpu=1`; the package's device lease gives
-# concurrent jobs distinct GPUs (Snakemake counts GPUs but never assigns device ids).
+# Stage 3, training: the grid ⟨method⟩ × m × η × β × seed per dataset. Full batch, square loss, only W trained
+# (a fixed), exact recursions of eqs. (3)-(5). Every run writes its own Parquet file and JSON sidecar.
+#
+# One job trains a pack: every run sharing (dataset, width, seed), hence X and W(0) (train.granularity: pack; with
+# `run`, one job per run). On a GPU the pack is one batch of (k, d, m) tensors; on a CPU its runs go one after another
+# in the same process. Either way a run's files are byte-identical to the run trained alone, and asking for one run
+# file builds its pack. Jobs that will use a GPU carry `gpu=1` and stop when they see no CUDA device; the package's
+# device lease gives concurrent jobs distinct GPUs (Snakemake counts GPUs but never assigns device ids).
 
 
 rule train:
-    """One training run: loss and max_r ‖w_r(t) − w_r(0)‖ every step, the finite-width Gram spectrum every K steps."""
+    """A pack of training runs (or one): loss and max_r ‖w_r(t) − w_r(0)‖ every step, the Gram spectrum every K."""
     input:
         data=PATHS["data"],
         summary=PATHS["ntk_summary"],
     output:
-        run=PATHS["run"],
-        meta=PATHS["run_meta"],
+        runs=job_files("run"),
+        metas=job_files("run_meta"),
     log:
-        f"results/logs/train/{RUN}.log",
+        PATHS["train_log"],
     conda:
         "../../envs/torch.yaml"
     threads: 1
     resources:
         gpu=train_gpus(),
         mem_mb=train_mem_mb,
+        runtime=train_runtime,
     params:
+        methods=job_params(0),
+        eta_divisors=job_params(1),
+        betas=job_params(2),
         steps=config["train"]["steps"],
         gram_every=config["train"]["gram_every"],
         gram_max_n=config["train"]["gram_max_n"],
@@ -31,11 +39,11 @@ rule train:
     shell:
         """
         python -m momentum_ntk.train --data {input.data} --ntk-summary {input.summary} --dataset {wildcards.dataset} \
-            --method {wildcards.method} --width {wildcards.width} --eta-divisor {wildcards.eta_divisor} \
-            --beta {wildcards.beta} --seed {wildcards.seed} --steps {params.steps} \
+            --width {wildcards.width} --seed {wildcards.seed} --method {params.methods} \
+            --eta-divisor {params.eta_divisors} --beta {params.betas} --steps {params.steps} \
             --gram-every {params.gram_every} --gram-max-n {params.gram_max_n} --gram-seed {params.gram_seed} \
-            --dtype {params.dtype} --device {params.device} --threads {threads} \
-            --divergence-factor {params.divergence_factor} --out {output.run} --meta {output.meta} >{log} 2>&1
+            --dtype {params.dtype} --device {params.device} --gpus-held {resources.gpu} --threads {threads} \
+            --divergence-factor {params.divergence_factor} --out {output.runs} --meta {output.metas} >{log} 2>&1
         """
 
 
