@@ -97,12 +97,14 @@ def make_pack(
 
 
 def step_fn(sh: train._Shared, p: train._Pack) -> Callable[[], None]:
-    """One training-loop step (no Gram tracking), as train_many runs it."""
+    """One training-loop step (no Gram tracking), as train_many runs it: the metrics go to a device buffer (the host
+    copy happens once per train.SYNC_EVERY steps and is left out here)."""
+    buf = torch.empty(p.k, 2, dtype=torch.float64, device=sh.X.device)
 
     def step() -> None:
         train._preactivations(sh, p)
         train._residuals(sh, p)
-        train._loss_and_max_dist(sh, p).cpu()  # the per-step host sync for the divergence check
+        buf.copy_(train._loss_and_max_dist(sh, p))
         train._gradient(sh, p)
         train._update(p, 1)
 

@@ -12,6 +12,9 @@ every dataset's share of the grid: runs, FLOP, device-hours, plus the disk and p
 from __future__ import annotations
 
 import argparse
+import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -41,6 +44,18 @@ def effective_rate(device: str, n: int, d: int, m: int, steps: int, gram_every: 
     return 4.0 * n * d * m * steps / ((t2 - t1) - (t1 - t0))
 
 
+def startup_s(reps: int = 3) -> float:
+    """Seconds a fresh train job spends before training: interpreter start and the train module's imports (torch,
+    pandas, the package), the minimum over ``reps`` processes. Data loading adds little at these sizes."""
+    env = dict(os.environ, PYTHONPATH=str(ROOT / "src"))
+    best = float("inf")
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        subprocess.run([sys.executable, "-c", "import momentum_ntk.train"], env=env, check=True)
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--config", default=str(ROOT / "config.yaml"))
@@ -52,21 +67,37 @@ def main() -> None:
     cfg = yaml.safe_load(Path(args.config).read_text())
     grid, tr = cfg["grid"], cfg["train"]
     rate = effective_rate(args.device, 2000, 784, 2000, args.steps, tr["gram_every"])
-    per_width = len(grid["methods"]) * len(grid["eta_divisors"]) * len(grid["betas"]) * len(grid["seeds"])
+    start = startup_s()
+    pack = len(grid["methods"]) * len(grid["eta_divisors"]) * len(grid["betas"])
+    per_width = pack * len(grid["seeds"])
+    packed = tr.get("granularity", "pack") == "pack"
     print(f"device {args.device}, {args.threads} threads: train() runs at {rate / 1e9:.0f} GFLOP/s (4·n·d·m per step)")
-    print(f"grid: {per_width} runs per width × {len(grid['widths'])} widths per dataset, {tr['steps']} steps\n")
-    print(f"{'dataset':8} {'n':>6} {'d':>5} {'runs':>5} {'PFLOP':>7} {'hours':>7} {'max job MiB':>11} {'eigvecs MB':>10}")
-    total_h = 0.0
+    print(f"grid: {per_width} runs per width × {len(grid['widths'])} widths per dataset, {tr['steps']} steps; "
+          f"{'packs of ' + str(pack) + ' runs per job' if packed else 'one run per job'}\n")  # fmt: skip
+    print(f"{'dataset':8} {'n':>6} {'d':>5} {'runs':>5} {'jobs':>5} {'PFLOP':>7} {'hours':>7} {'max job MiB':>11} "
+          f"{'eigvecs MB':>10}")  # fmt: skip
+    total_h = total_flop = 0.0
+    runs = jobs = 0
     for ds in cfg["datasets"]:
         n = plan.n_instances(ds, cfg.get("data", {}).get("max_per_class"))
         d = plan.FULL_SHAPES[ds][1]
         flop = sum(4.0 * n * d * m * tr["steps"] * per_width for m in grid["widths"])
         hours = flop / rate / 3600
-        total_h += hours
-        mem = plan.train_mem_mb(n, d, max(grid["widths"]), 4, min(n, tr["gram_max_n"]))
-        print(f"{ds:8} {n:6d} {d:5d} {per_width * len(grid['widths']):5d} {flop / 1e15:7.1f} {hours:7.1f} "
-              f"{mem:11d} {n * n * 4 / 1e6:10.0f}")  # fmt: skip
+        ds_runs = per_width * len(grid["widths"])
+        ds_jobs = ds_runs // pack if packed else ds_runs
+        total_h, total_flop, runs, jobs = total_h + hours, total_flop + flop, runs + ds_runs, jobs + ds_jobs
+        job = plan.TrainJob(n, d, max(grid["widths"]), pack if packed else 1, tr["steps"], 4, min(n, tr["gram_max_n"]))
+        print(f"{ds:8} {n:6d} {d:5d} {ds_runs:5d} {ds_jobs:5d} {flop / 1e15:7.1f} {hours:7.1f} {job.mem_mb():11d} "
+              f"{n * n * 4 / 1e6:10.0f}")  # fmt: skip
     print(f"\ntotal: {total_h:.1f} device-hours of training on this device at the measured rate")
+    print(f"start-up per job (interpreter + imports, measured here): {start:.1f} s; {jobs} jobs: "
+          f"{jobs * start / 3600:.2f} h ({runs * start / 3600:.2f} h with one job per run)")  # fmt: skip
+    gpu_h = total_flop / plan.GPU_FLOPS_ESTIMATE / 3600
+    gpu_fixed = start + 1.0  # + CUDA context creation, ESTIMATED at ~1 s (benchmarks/gpu_check.py measures it)
+    print(f"GPU ESTIMATE (not measured; benchmarks/gpu_check.py measures it): at {plan.GPU_FLOPS_ESTIMATE / 1e12:.0f} "
+          f"TFLOP/s effective, {gpu_h:.2f} GPU-hours of training + {jobs * gpu_fixed / 3600:.2f} h of start-up "
+          f"({gpu_fixed * jobs / (gpu_fixed * jobs + gpu_h * 3600):.0%} of the total) with these jobs; one job per "
+          f"run: + {runs * gpu_fixed / 3600:.2f} h ({gpu_fixed * runs / (gpu_fixed * runs + gpu_h * 3600):.0%})")
 
 
 if __name__ == "__main__":
