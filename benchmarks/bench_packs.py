@@ -86,6 +86,8 @@ def main() -> None:
     ap.add_argument("--baseline-rev", default=BASELINE_REV, help="git revision with one train job per run")
     ap.add_argument("--cores", type=int, default=os.cpu_count() or 2)
     ap.add_argument("--reps", type=int, default=3, help="repetitions of each fixed-cost job (minimum kept)")
+    ap.add_argument("--designs", nargs="+", choices=("baseline", "run", "pack"), default=["baseline", "run", "pack"],
+                    help="which designs to run (baseline and pack are required for the ratios)")
     ap.add_argument("--out", type=Path, help="also write the numbers as JSON")
     args = ap.parse_args()
 
@@ -98,12 +100,14 @@ def main() -> None:
     res: dict[str, dict] = {}
     try:
         designs = {"baseline": (base, []), "run": (ROOT, ["--config", "train={granularity: run}"]), "pack": (ROOT, [])}
+        designs = {k: v for k, v in designs.items() if k in set(args.designs) | {"baseline", "pack"}}
         for name, (tree, extra) in designs.items():
             print(f"{name}: quick preset ...", flush=True)
             res[name] = {"preset_wall_s": preset_wall(tree, scratch / name, args.cores, extra)}
             print(f"{name}: quick preset {res[name]['preset_wall_s']:.0f} s", flush=True)
         for name, tree, runs in (("baseline", base, pack[:1]), ("run", ROOT, pack[:1]), ("pack", ROOT, pack)):
-            res[name] |= fixed_cost(tree, scratch / "pack", runs, width, args.reps)
+            if name in res:
+                res[name] |= fixed_cost(tree, scratch / "pack", runs, width, args.reps)
     finally:
         sh(["git", "worktree", "remove", "--force", str(base)], cwd=ROOT)
         shutil.rmtree(scratch, ignore_errors=True)

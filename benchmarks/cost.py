@@ -2,6 +2,7 @@
 
     PYTHONPATH=src python benchmarks/cost.py                      # config.yaml, the current device
     PYTHONPATH=src python benchmarks/cost.py --device cuda --threads 8
+    PYTHONPATH=src python benchmarks/cost.py --configfile config.yaml workflow/presets/paper-mnist5k.yaml
 
 One full-batch step costs two GEMMs, 4·n·d·m FLOP (X·W and Xᵀ·G), plus O(n·m + d·m) elementwise work that the
 benchmark's roofline fraction already covers. The script times `momentum_ntk.train.train` itself (float32, TF32 off,
@@ -44,6 +45,14 @@ def effective_rate(device: str, n: int, d: int, m: int, steps: int, gram_every: 
     return 4.0 * n * d * m * steps / ((t2 - t1) - (t1 - t0))
 
 
+def merged(base: dict, over: dict) -> dict:
+    """``over`` merged into ``base`` recursively (nested mappings merge, anything else replaces)."""
+    out = dict(base)
+    for key, value in over.items():
+        out[key] = merged(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
 def startup_s(reps: int = 3) -> float:
     """Seconds a fresh train job spends before training: interpreter start and the train module's imports (torch,
     pandas, the package), the minimum over ``reps`` processes. Data loading adds little at these sizes."""
@@ -58,13 +67,16 @@ def startup_s(reps: int = 3) -> float:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--config", default=str(ROOT / "config.yaml"))
+    ap.add_argument("--configfile", nargs="+", default=[str(ROOT / "config.yaml")],
+                    help="config files, later ones merged over earlier ones (as Snakemake's --configfile)")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=torch.get_num_threads())
     ap.add_argument("--steps", type=int, default=20)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    cfg = yaml.safe_load(Path(args.config).read_text())
+    cfg: dict = {}
+    for path in args.configfile:
+        cfg = merged(cfg, yaml.safe_load(Path(path).read_text()) or {})
     grid, tr = cfg["grid"], cfg["train"]
     rate = effective_rate(args.device, 2000, 784, 2000, args.steps, tr["gram_every"])
     start = startup_s()
