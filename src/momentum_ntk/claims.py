@@ -75,6 +75,7 @@ from momentum_ntk.aggregate import (
     read_summary,
     width_exponents,
 )
+from momentum_ntk import uncertainty
 from momentum_ntk.errors import UserError, cli
 from momentum_ntk.io import atomic_path, read_json, write_json
 
@@ -277,6 +278,9 @@ def claim_width_scaling(runs: pd.DataFrame, th: dict = THRESHOLDS) -> pd.DataFra
             slope_min=float(sl.min()) if sl.size else math.nan, slope_max=float(sl.max()) if sl.size else math.nan,
         )
         row["matches_minus_half"] = bool(sl.size and abs(row["slope_mean"] + 0.5) <= th["slope_tol"])
+        unc = _exponent_uncertainty(g)
+        row.update(slope_lo=unc["lo"], slope_hi=unc["hi"], slope_ci_lo=unc["ci_lo"], slope_ci_hi=unc["ci_hi"],
+                   fit_step=unc["fit_step"])
         if n_w < th["min_widths"] or not sl.size:
             v, why = INCONCLUSIVE, f"{n_w} usable width(s) (< {th['min_widths']})"
         elif row["slope_std"] > th["max_slope_std"]:
@@ -289,9 +293,31 @@ def claim_width_scaling(runs: pd.DataFrame, th: dict = THRESHOLDS) -> pd.DataFra
                              f"{th['slope_tol']} (worst seed {row['slope_max']:+.3f})")
         if row["n_diverged_runs"]:
             why += f"; {row['n_diverged_runs']} diverged run(s) left out"
+        if sl.size:
+            interval = uncertainty.interval_text(row["slope_mean"], (unc["ci_lo"], unc["ci_hi"]),
+                                                 (unc["spec_lo"], unc["spec_hi"]))
+            why += f"; exponent {interval}, fitted on m = {row['widths']} at step {unc['fit_step']}"
         row.update(verdict=v, reason=why)
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def _exponent_uncertainty(runs: pd.DataFrame) -> dict[str, Any]:
+    """Seed bootstrap and drop-one-width range of the mean distance exponent of one setting (final step of each
+    non-diverged run), and the step the distances were taken at."""
+    last = runs.sort_values("step").groupby(["width", "seed"], sort=True).tail(1)
+    last = last[~last["diverged"] & np.isfinite(last["max_dist"]) & (last["max_dist"] > 0)]
+    unc = uncertainty.exponent_summary(last, value="max_dist")
+    return unc | {"fit_step": int(last["step"].max()) if len(last) else -1}
+
+
+def width_slopes(curves_by_dataset: dict[str, Any], fraction: float) -> dict[str, dict[str, dict[str, Any]]]:
+    """Per dataset, the width slope of the H(0)- and H∞-linearization errors with their uncertainty
+    (:func:`momentum_ntk.theory_report.width_slope_uncertainty`): {dataset: {lin_h0: {...}, lin_inf: {...}}}."""
+    from momentum_ntk.theory_report import width_slope_uncertainty
+
+    return {ds: {p: width_slope_uncertainty(pred.curves, f"max_relerr_{p}", fraction=fraction)
+                 for p in ("lin_h0", "lin_inf")} for ds, pred in curves_by_dataset.items()}
 
 
 def claim_gram(summary: pd.DataFrame, runs: pd.DataFrame, th: dict = THRESHOLDS) -> pd.DataFrame:
@@ -505,8 +531,9 @@ def _records(df: pd.DataFrame) -> list[dict[str, Any]]:
     return out
 
 
-def to_json(results: dict[str, pd.DataFrame], datasets: Sequence[str], th: dict = THRESHOLDS) -> dict[str, Any]:
-    """The machine-readable twin of claims.md (NaN written as null)."""
+def to_json(results: dict[str, pd.DataFrame], datasets: Sequence[str], th: dict = THRESHOLDS,
+            slopes: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The machine-readable twin of claims.md (NaN written as null); ``slopes``: :func:`width_slopes`."""
     claims = []
     for cid, df in results.items():
         statement, where = CLAIMS[cid]
@@ -517,7 +544,13 @@ def to_json(results: dict[str, pd.DataFrame], datasets: Sequence[str], th: dict 
                          "counts": {k: v.count(k) for k in (HOLDS, FAILS, INCONCLUSIVE)}}
         claims.append({"id": cid, "statement": statement, "paper": where, "by_dataset": by_ds,
                        "settings": _records(df)})
-    return {"thresholds": dict(th), "datasets": list(datasets), "claims": claims}
+    out = {"thresholds": dict(th), "datasets": list(datasets), "claims": claims}
+    if slopes:
+        out["linearization_width_slopes"] = {
+            ds: {p: _records(pd.DataFrame([{k: v for k, v in f.items() if not isinstance(v, list)}]))[0]
+                 | {k: v for k, v in f.items() if isinstance(v, list)} for p, f in by.items()}
+            for ds, by in slopes.items()}
+    return out
 
 
 MD_COLUMNS = {
@@ -526,8 +559,9 @@ MD_COLUMNS = {
                            "theorem_exponent", "fitted_over_theorem", "reason"],
     "nag_below_hb": ["dataset", "width", "eta_divisor", "beta", "verdict", "frac_mean_below", "seed_frac_min",
                      "n_compared", "ratio_at_last", "rho_hb", "rho_nag", "reason"],
-    "distance_width_scaling": ["dataset", "method", "eta_divisor", "beta", "verdict", "widths", "slope_mean",
-                               "slope_std", "slope_min", "slope_max", "n_seeds", "matches_minus_half", "reason"],
+    "distance_width_scaling": ["dataset", "method", "eta_divisor", "beta", "verdict", "widths", "fit_step",
+                               "slope_mean", "slope_lo", "slope_hi", "slope_ci_lo", "slope_ci_hi", "slope_std",
+                               "slope_min", "slope_max", "n_seeds", "matches_minus_half", "reason"],
     "gram_stays_pd": ["dataset", "method", "width", "eta_divisor", "beta", "verdict", "gram_ratio_min",
                       "gram_ratio_min_mean", "positive_definite", "n_tracked_min", "reason"],
     "theorem_bound_holds": ["dataset", "method", "width", "eta_divisor", "beta", "verdict", "fraction_holds_min",
@@ -583,9 +617,15 @@ def to_markdown(report: dict[str, Any], results: dict[str, pd.DataFrame]) -> str
                                   "holds: every seed ≤ linear_relerr_max; fails: every seed above it; inconclusive: "
                                   "seeds disagree, or T < min_horizon_steps.",
     }
+    doc["distance_width_scaling"] += (" Uncertainty of the mean exponent (not used by the verdict): [slope_lo, "
+                                       "slope_hi] is the union of the 95 % seed-bootstrap interval [slope_ci_lo, "
+                                       "slope_ci_hi] (whole seeds resampled) and the range over the width subsets that "
+                                       "leave one width out; fit_step: the step the distances are taken at.")
     for c in report["claims"]:
         df = results[c["id"]]
         lines += ["", f"## {c['id']}: {c['statement']} ({c['paper']})", "", doc[c["id"]], ""]
+        if c["id"] == "linearization_accurate" and report.get("linearization_width_slopes"):
+            lines += _slope_lines(report["linearization_width_slopes"]) + [""]
         if df.empty:
             lines.append("_no settings to judge_")
             continue
@@ -595,6 +635,22 @@ def to_markdown(report: dict[str, Any], results: dict[str, pd.DataFrame]) -> str
             cells = [f"**{x}**" if col == "verdict" else _fmt(x) for col, x in zip(cols, rec)]
             lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def _slope_lines(slopes: dict[str, Any]) -> list[str]:
+    """claims.md lines: the width slope of the linearization error per dataset, with its uncertainty."""
+    lines = ["Width slope b of the linearization error, max_{k≤T} relerr ∝ m^b (NTK theory: −1/2), one intercept per "
+             "(method, η, β): the estimate, the reported interval (union of the 95 % seed bootstrap and the range over "
+             "drop-one-width subsets and the horizon at ½ and 1 × analysis.theory_horizon), the widths and horizons T.",
+             "", "| dataset | prediction | slope | interval | seed bootstrap | widths / horizons range | widths | T | "
+             "runs | seeds |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for ds, by in slopes.items():
+        for p, f in by.items():
+            lines.append(f"| {ds} | {p} | {_fmt(f['slope'])} | [{_fmt(f['lo'])}, {_fmt(f['hi'])}] | "
+                         f"[{_fmt(f['ci_lo'])}, {_fmt(f['ci_hi'])}] | [{_fmt(f['spec_lo'])}, {_fmt(f['spec_hi'])}] | "
+                         f"{', '.join(map(str, f['widths']))} | {', '.join(map(str, f['horizons']))} | "
+                         f"{f['n_points']} | {f['n_seeds']} |")
+    return lines
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -608,6 +664,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--ntk-summary", nargs="*", default=[], help="per-dataset NTK summary.json (optional)")
     ap.add_argument("--theory", nargs="*", default=[],
                     help="per-run theory records (theory predict --run .json; optional): adds claims 5 and 6")
+    ap.add_argument("--theory-pred", nargs="*", default=[],
+                    help="per-run prediction Parquets (theory predict --run; optional): adds the width slope of the "
+                         "linearization error with its uncertainty")
+    ap.add_argument("--horizon-fraction", type=float, default=0.5, help="analysis.theory_horizon (for the slope)")
     ap.add_argument("--out-md", required=True)
     ap.add_argument("--out-json", required=True)
     args = ap.parse_args(argv)
@@ -628,7 +688,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                             f"no --summary has (has {datasets}); pass the matching files")
         theory = theory.drop(columns="path")
     results = evaluate(summary, runs, ntk, theory=theory)
-    report = to_json(results, datasets)
+    slopes = None
+    if args.theory_pred:
+        from momentum_ntk.theory_report import load_predictions
+
+        slopes = width_slopes({ds: load_predictions(args.theory_pred, ds) for ds in datasets}, args.horizon_fraction)
+    report = to_json(results, datasets, slopes=slopes)
     write_json(args.out_json, report)
     with atomic_path(args.out_md) as tmp:
         tmp.write_text(to_markdown(report, results))

@@ -47,6 +47,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from momentum_ntk import uncertainty  # noqa: E402
 from momentum_ntk.errors import UserError, cli  # noqa: E402
 from momentum_ntk.figures import METHOD_LABELS, _style, eta_label, pick_dataset, save_figure  # noqa: E402
 from momentum_ntk.io import atomic_path, read_record, read_table  # noqa: E402
@@ -169,6 +170,17 @@ def run_errors(curves: pd.DataFrame, fraction: float = HORIZON_FRACTION,
     return pd.DataFrame(rows)
 
 
+def _centred(errors: pd.DataFrame, value: str, groups: Sequence[str]) -> pd.DataFrame:
+    """Usable points with log-width x and log-error y centred within each group (columns x, y)."""
+    df = errors[np.isfinite(errors[value]) & (errors[value] > 0)].copy()
+    df["x"], df["y"] = np.log(df["width"].astype(float)), np.log(df[value].astype(float))
+    df = df[df.groupby(list(groups))["width"].transform("nunique") >= 2]
+    if not df.empty:
+        g = df.groupby(list(groups))
+        df["x"], df["y"] = df["x"] - g["x"].transform("mean"), df["y"] - g["y"].transform("mean")
+    return df
+
+
 def fit_width_slope(errors: pd.DataFrame, value: str = "max_relerr_lin_h0",
                     groups: Sequence[str] = GROUP) -> dict[str, float]:
     """Common slope b of log e = a_g + b log m, one intercept a_g per group (fixed effects), least squares.
@@ -178,21 +190,48 @@ def fit_width_slope(errors: pd.DataFrame, value: str = "max_relerr_lin_h0",
     and groups with fewer than two distinct widths are left out. Returns slope, stderr, n_points, n_groups (slope NaN
     when nothing is left).
     """
-    df = errors[np.isfinite(errors[value]) & (errors[value] > 0)].copy()
-    df["x"], df["y"] = np.log(df["width"].astype(float)), np.log(df[value].astype(float))
-    df = df[df.groupby(list(groups))["width"].transform("nunique") >= 2]
+    df = _centred(errors, value, groups)
     if df.empty:
         return {"slope": math.nan, "stderr": math.nan, "n_points": 0, "n_groups": 0}
-    g = df.groupby(list(groups))
-    x = (df["x"] - g["x"].transform("mean")).to_numpy()
-    y = (df["y"] - g["y"].transform("mean")).to_numpy()
+    x, y = df["x"].to_numpy(), df["y"].to_numpy()
     sxx = float(x @ x)
     slope = float(x @ y) / sxx
-    n_groups = int(g.ngroups)
+    n_groups = int(df.groupby(list(groups)).ngroups)
     dof = len(df) - n_groups - 1
     resid = y - slope * x
     stderr = math.sqrt(float(resid @ resid) / dof / sxx) if dof > 0 else math.nan
     return {"slope": slope, "stderr": stderr, "n_points": int(len(df)), "n_groups": n_groups}
+
+
+def width_slope_uncertainty(curves: pd.DataFrame, value: str = "max_relerr_lin_h0", *,
+                            fraction: float = HORIZON_FRACTION,
+                            floor_ratio: float = HORIZON_FLOOR_RATIO) -> dict[str, Any]:
+    """The common width slope of a linearization error (:func:`fit_width_slope`) with its uncertainty.
+
+    ``ci_lo``/``ci_hi``: the 95 % percentile interval over resamples of whole seeds (each seed's points contribute
+    Σx̃ỹ and Σx̃² with x̃, ỹ centred by the full data's group means, so a resample's slope is ΣΣx̃ỹ / ΣΣx̃²).
+    ``spec_lo``/``spec_hi``: the range of the slope over the horizon at ½ and 1 × ``fraction`` and every subset of the
+    widths leaving one out (≥ 3 left). ``lo``/``hi``: their union, the interval to report. Also the widths, the
+    horizons T per series at ``fraction`` and the seed count.
+    """
+    err = run_errors(curves, fraction, floor_ratio)
+    fit = fit_width_slope(err, value)
+    df = _centred(err, value, GROUP)
+    if df.empty:
+        ci = (math.nan, math.nan)
+    else:
+        sums = df.assign(xy=df["x"] * df["y"], xx=df["x"] ** 2).groupby("seed")[["xy", "xx"]].sum().to_numpy()
+        ci = uncertainty.seed_bootstrap(sums, lambda d: d[..., 0].sum(1) / d[..., 1].sum(1))
+    widths = sorted(int(w) for w in err["width"].unique())
+    fits = []
+    for fr in (fraction / 2, fraction):
+        e = err if fr == fraction else run_errors(curves, fr, floor_ratio)
+        fits += [fit_width_slope(e[e["width"].isin(sub)], value)["slope"] for sub in uncertainty.drop_one_subsets(widths)]
+    spec = uncertainty.spec_range(fits)
+    lo, hi = uncertainty.reported_interval(ci, spec)
+    horizons = sorted(int(t) for t in err.loc[err["horizon"] >= 0, "horizon"].unique())
+    return {**fit, "ci_lo": ci[0], "ci_hi": ci[1], "spec_lo": spec[0], "spec_hi": spec[1], "lo": lo, "hi": hi,
+            "widths": widths, "horizons": horizons, "fraction": fraction, "n_seeds": int(err["seed"].nunique())}
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -301,13 +340,17 @@ def figure_overlay(pred: Predictions, *, seed: int | None = None, mean_seeds: bo
 # Width figure
 
 
-def slope_text(fit: dict[str, float]) -> str:
-    """'fitted slope −0.52 ± 0.04 (32 runs, 8 series; NTK theory −1/2)'."""
+def slope_text(fit: dict[str, Any]) -> str:
+    """'slope −0.52 [−0.70, −0.41]\n95% seed bootstrap [−0.60, −0.45], widths/T −0.70…−0.41 (32 runs; theory −1/2)'."""
     if not math.isfinite(fit["slope"]):
         return "fitted slope n/a (needs ≥ 2 widths; NTK theory −1/2)"
-    se = f" ± {fit['stderr']:.2f}" if math.isfinite(fit["stderr"]) else ""
-    return (f"fitted slope {fit['slope']:+.2f}{se}\n({fit['n_points']} runs, {fit['n_groups']} series; "
-            "NTK theory −1/2)").replace("-", "−")
+
+    def f(x: float) -> str:
+        return f"{x:+.2f}" if math.isfinite(x) else "n/a"
+
+    return (f"slope {f(fit['slope'])} [{f(fit['lo'])}, {f(fit['hi'])}]\n95% seed bootstrap [{f(fit['ci_lo'])}, "
+            f"{f(fit['ci_hi'])}], over widths/T {f(fit['spec_lo'])}…{f(fit['spec_hi'])}\n({fit['n_points']} runs, "
+            f"{fit['n_seeds']} seeds; NTK theory −1/2)").replace("-", "−")
 
 
 def figure_width_error(pred: Predictions, *, fraction: float = HORIZON_FRACTION,
@@ -323,7 +366,7 @@ def figure_width_error(pred: Predictions, *, fraction: float = HORIZON_FRACTION,
     fig, axes = plt.subplots(1, 2, figsize=(7.6, 3.4), squeeze=False, sharey=True)
     for ax, p in zip(axes[0], ("lin_h0", "lin_inf")):
         col = f"max_relerr_{p}"
-        fits[p] = fit_width_slope(err, col)
+        fits[p] = width_slope_uncertainty(pred.curves, col, fraction=fraction, floor_ratio=floor_ratio)
         for s in series:
             g = err[(err["method"] == s[0]) & (err["eta_divisor"] == s[1]) & (err["beta"] == s[2])]
             g = g[np.isfinite(g[col]) & (g[col] > 0)]
@@ -534,7 +577,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     else:
         fig, fits = figure_width_error(pred, **kw)
         for p, f in fits.items():
-            print(f"width: {p} slope={f['slope']:.4g} stderr={f['stderr']:.3g} points={f['n_points']}")
+            print(f"width: {p} slope={f['slope']:.4g} interval=[{f['lo']:.3g}, {f['hi']:.3g}] seed bootstrap="
+                  f"[{f['ci_lo']:.3g}, {f['ci_hi']:.3g}] widths={f['widths']} horizons={f['horizons']} points={f['n_points']}")
     save_figure(fig, args.pdf, args.png)
     return 0
 

@@ -119,6 +119,7 @@ rule claims:
         runs=expand(PATHS["runs_long"], dataset=DATASETS),
         ntk=expand(PATHS["ntk_summary"], dataset=DATASETS),
         theory=[runs_of(d, "theory_record") for d in DATASETS],
+        preds=[runs_of(d, "theory_pred") for d in DATASETS],
     output:
         md=report(PATHS["claims_md"], category="Claims", labels={"claims": "verdicts"}),
         json=PATHS["claims_json"],
@@ -126,10 +127,13 @@ rule claims:
         "results/logs/claims.log",
     conda:
         "../../envs/analysis.yaml"
+    params:
+        horizon=config["analysis"]["theory_horizon"],
     shell:
         """
         python -m momentum_ntk.claims --summary {input.summaries} --runs {input.runs} --ntk-summary {input.ntk} \
-            --theory {input.theory} --out-md {output.md} --out-json {output.json} >{log} 2>&1
+            --theory {input.theory} --theory-pred {input.preds} --horizon-fraction {params.horizon} \
+            --out-md {output.md} --out-json {output.json} >{log} 2>&1
         """
 
 
