@@ -3,6 +3,7 @@ cost per run.
 
     python benchmarks/bench_packs.py                          # baseline: the last one-job-per-run commit
     python benchmarks/bench_packs.py --baseline-rev HEAD~3 --cores 2 --out bench_packs.json
+    python benchmarks/bench_packs.py --preset my_preset.yaml --designs baseline pack
 
 Three designs, each in a fresh scratch folder, one after another on the same machine:
 
@@ -45,17 +46,16 @@ def sh(cmd: list[str], cwd: Path, env: dict[str, str] | None = None, timeout: in
     return time.perf_counter() - t0
 
 
-def preset_wall(tree: Path, workdir: Path, cores: int, extra: list[str]) -> float:
-    """Wall seconds of the whole quick preset from a clean folder (data, ntk, train, theory, figures, claims)."""
+def preset_wall(tree: Path, workdir: Path, cores: int, preset: Path, extra: list[str]) -> float:
+    """Wall seconds of the whole preset from a clean folder (data, ntk, train, theory, figures, claims)."""
     cmd = [sys.executable, "-m", "snakemake", "-s", str(tree / "Snakefile"), "-d", str(workdir), "--cores", str(cores),
-           "--configfile", str(tree / "workflow/presets/quick.yaml"), *extra]  # fmt: skip
+           "--configfile", str(tree / "config.yaml"), str(preset), *extra]  # fmt: skip
     return sh(cmd, cwd=tree)
 
 
-def fixed_cost(tree: Path, data_dir: Path, runs: list[tuple[str, int, float]], width: int, reps: int) -> dict:
+def fixed_cost(tree: Path, data_dir: Path, runs: list[tuple[str, int, float]], width: int, steps: int,
+               reps: int) -> dict:
     """Seconds per run outside training, for one job of ``runs`` (a pack; one run when len(runs) == 1)."""
-    cfg = yaml.safe_load((ROOT / "workflow/presets/quick.yaml").read_text())
-    steps = cfg["train"]["steps"]
     scratch = Path(tempfile.mkdtemp(prefix="fixed-"))
     outs = [scratch / f"r{i}.parquet" for i in range(len(runs))]
     cmd = [sys.executable, "-m", "momentum_ntk.train", "--data", str(data_dir / "results/data/mnist5k.npz"),
@@ -85,13 +85,15 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--baseline-rev", default=BASELINE_REV, help="git revision with one train job per run")
     ap.add_argument("--cores", type=int, default=os.cpu_count() or 2)
+    ap.add_argument("--preset", type=Path, default=ROOT / "workflow/presets/quick.yaml",
+                    help="the preset every design runs (over its own config.yaml)")
     ap.add_argument("--reps", type=int, default=3, help="repetitions of each fixed-cost job (minimum kept)")
     ap.add_argument("--designs", nargs="+", choices=("baseline", "run", "pack"), default=["baseline", "run", "pack"],
                     help="which designs to run (baseline and pack are required for the ratios)")
     ap.add_argument("--out", type=Path, help="also write the numbers as JSON")
     args = ap.parse_args()
 
-    cfg = yaml.safe_load((ROOT / "workflow/presets/quick.yaml").read_text())
+    cfg = yaml.safe_load(args.preset.read_text())
     grid = cfg["grid"]
     pack = [(m, c, b) for m in grid["methods"] for c in grid["eta_divisors"] for b in grid["betas"]]
     width = max(grid["widths"])
@@ -103,23 +105,24 @@ def main() -> None:
         designs = {k: v for k, v in designs.items() if k in set(args.designs) | {"baseline", "pack"}}
         for name, (tree, extra) in designs.items():
             print(f"{name}: quick preset ...", flush=True)
-            res[name] = {"preset_wall_s": preset_wall(tree, scratch / name, args.cores, extra)}
+            res[name] = {"preset_wall_s": preset_wall(tree, scratch / name, args.cores, args.preset.resolve(), extra)}
             print(f"{name}: quick preset {res[name]['preset_wall_s']:.0f} s", flush=True)
         for name, tree, runs in (("baseline", base, pack[:1]), ("run", ROOT, pack[:1]), ("pack", ROOT, pack)):
             if name in res:
-                res[name] |= fixed_cost(tree, scratch / "pack", runs, width, args.reps)
+                res[name] |= fixed_cost(tree, scratch / "pack", runs, width, cfg["train"]["steps"], args.reps)
     finally:
         sh(["git", "worktree", "remove", "--force", str(base)], cwd=ROOT)
         shutil.rmtree(scratch, ignore_errors=True)
 
     b = res["baseline"]
-    print(f"\nquick preset (workflow/presets/quick.yaml), --cores {args.cores}, baseline {args.baseline_rev}")
+    print(f"\npreset {args.preset}, --cores {args.cores}, baseline {args.baseline_rev}")
     print(f"{'design':10} {'wall s':>8} {'× baseline':>11} {'fixed s/run':>12} {'× baseline':>11}")
     for name, r in res.items():
         print(f"{name:10} {r['preset_wall_s']:8.0f} {r['preset_wall_s'] / b['preset_wall_s']:11.2f} "
               f"{r['fixed_s_per_run']:12.2f} {r['fixed_s_per_run'] / b['fixed_s_per_run']:11.2f}")  # fmt: skip
     if args.out:
-        args.out.write_text(json.dumps({"cores": args.cores, "baseline_rev": args.baseline_rev, **res}, indent=2))
+        args.out.write_text(json.dumps({"cores": args.cores, "baseline_rev": args.baseline_rev,
+                                        "preset": str(args.preset), **res}, indent=2))
 
 
 if __name__ == "__main__":

@@ -20,6 +20,8 @@ rule ntk:
         ),
     log:
         "results/logs/ntk/{dataset}.log",
+    # Short jobs at the head of long chains go first: the train and theory jobs of every dataset then overlap.
+    priority: 20
     conda:
         "../../envs/torch.yaml"
     threads: 2

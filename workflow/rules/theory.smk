@@ -21,6 +21,8 @@ rule theory_modes:
         modes=PATHS["theory_modes"],
     log:
         "results/logs/theory/{dataset}/modes_m{width}_s{seed}.log",
+    # Seconds each (one n×n eigendecomposition): run them as soon as the ntk stage is done, not after all training.
+    priority: 10
     conda:
         "../../envs/torch.yaml"
     threads: 2
