@@ -65,6 +65,23 @@ def test_clean_case_every_claim_holds() -> None:
     assert set(v["gram_stays_pd"]) == {HOLDS}
 
 
+def test_distance_exponent_reports_its_uncertainty() -> None:
+    """The exact power law m^-1/2 (seed factors cancel in the slope) gives a zero-width interval at −1/2; the fit step
+    and widths are reported; the verdict does not depend on the interval."""
+    res = claims.evaluate(summarize(runs := long_table(), [10, 100]), runs)["distance_width_scaling"]
+    for row in res.to_dict(orient="records"):
+        for key in ("slope_mean", "slope_lo", "slope_hi", "slope_ci_lo", "slope_ci_hi"):
+            assert row[key] == pytest.approx(-0.5, abs=1e-9), key
+        assert row["fit_step"] == 300 and "at step 300" in row["reason"] and "m = 100,400,1600" in row["reason"]
+    noisy = long_table(dist_exponent=-0.6, seeds=(0, 1, 2, 3))
+    rng = np.random.default_rng(0)
+    noisy["max_dist"] *= np.exp(0.1 * rng.standard_normal(len(noisy)))
+    res = claims.evaluate(summarize(noisy, [10, 100]), noisy)["distance_width_scaling"]
+    for row in res.to_dict(orient="records"):
+        assert row["slope_lo"] < row["slope_mean"] < row["slope_hi"]
+        assert row["slope_lo"] <= row["slope_ci_lo"] < row["slope_ci_hi"] <= row["slope_hi"]
+
+
 def test_crossing_curves_fail_nag_below_hb() -> None:
     def nag_fast_then_slow(t: np.ndarray, seed: int) -> np.ndarray:
         # below HB until about step 116, above it afterwards: a steady slow decay, no floor

@@ -136,6 +136,10 @@ def test_tiny_preset_runs_end_to_end(tiny_run):
                  "figures/table1.md", "figures/theory_overlay_mnist5k.png", "ntk/mnist5k/summary.json"]:  # fmt: skip
         path = tiny_run / "results" / name
         assert path.is_file() and path.stat().st_size > 0, name
+    slopes = json.loads((tiny_run / "results/claims.json").read_text())["linearization_width_slopes"]["mnist5k"]
+    assert slopes["lin_h0"]["widths"] == [64, 256] and slopes["lin_h0"]["n_seeds"] == 2
+    assert slopes["lin_h0"]["lo"] <= slopes["lin_h0"]["slope"] <= slopes["lin_h0"]["hi"]
+    assert "Width slope b of the linearization error" in (tiny_run / "results/claims.md").read_text()
     logs = list((tiny_run / "results/logs/train").rglob("*.log"))
     assert logs and all("slurm_job_id=none" in p.read_text() for p in logs)
 

@@ -348,8 +348,8 @@ def slope_text(fit: dict[str, Any]) -> str:
     def f(x: float) -> str:
         return f"{x:+.2f}" if math.isfinite(x) else "n/a"
 
-    return (f"slope {f(fit['slope'])} [{f(fit['lo'])}, {f(fit['hi'])}]\n95% seed bootstrap [{f(fit['ci_lo'])}, "
-            f"{f(fit['ci_hi'])}], over widths/T {f(fit['spec_lo'])}…{f(fit['spec_hi'])}\n({fit['n_points']} runs, "
+    return (f"slope {f(fit['slope'])} [{f(fit['lo'])}, {f(fit['hi'])}]\nseed bootstrap 95% [{f(fit['ci_lo'])}, "
+            f"{f(fit['ci_hi'])}]; widths/T {f(fit['spec_lo'])}…{f(fit['spec_hi'])}\n({fit['n_points']} runs, "
             f"{fit['n_seeds']} seeds; NTK theory −1/2)").replace("-", "−")
 
 
@@ -363,7 +363,7 @@ def figure_width_error(pred: Predictions, *, fraction: float = HORIZON_FRACTION,
     colors = dict(zip(series, plt.get_cmap("tab10").colors * 3))
     markers = {"hb": "o", "nag": "^", "gd": "s"}
     fits: dict[str, dict[str, float]] = {}
-    fig, axes = plt.subplots(1, 2, figsize=(7.6, 3.4), squeeze=False, sharey=True)
+    fig, axes = plt.subplots(1, 2, figsize=(8.6, 3.6), squeeze=False, sharey=True)
     for ax, p in zip(axes[0], ("lin_h0", "lin_inf")):
         col = f"max_relerr_{p}"
         fits[p] = width_slope_uncertainty(pred.curves, col, fraction=fraction, floor_ratio=floor_ratio)
@@ -384,7 +384,7 @@ def figure_width_error(pred: Predictions, *, fraction: float = HORIZON_FRACTION,
         ax.set_xscale("log")
         ax.set_yscale("log")
         ax.set_xlabel("width m")
-        ax.set_title(f"{PRED_LABELS[p]} prediction: {slope_text(fits[p])}", fontsize=8)
+        ax.set_title(f"{PRED_LABELS[p]} prediction: {slope_text(fits[p])}", fontsize=7.5)
         widths = sorted(err["width"].unique())
         ax.set_xticks(widths)
         ax.get_xaxis().set_major_formatter(matplotlib.ticker.ScalarFormatter())

@@ -196,7 +196,11 @@ if config["train"]["device"] != "cpu" and not plan.gpu_present() and _CPU_HOURS 
 def eigh_threads(wildcards):
     """Threads of an n×n eigendecomposition job: 2 where LAPACK gains from them (n ≥ 2000), else 1 (seconds each;
     two such jobs side by side finish sooner than one after another on two threads)."""
-    return 2 if plan.n_instances(wildcards.dataset, config["data"]["max_per_class"]) >= 2000 else 1
+    return (
+        2
+        if plan.n_instances(wildcards.dataset, config["data"]["max_per_class"]) >= 2000
+        else 1
+    )
 
 
 def ntk_mem_mb(wildcards):
