@@ -36,6 +36,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
+from momentum_ntk import uncertainty  # noqa: E402
 from momentum_ntk.aggregate import read_ntk_summary, read_runs_table, read_summary, width_exponents  # noqa: E402
 from momentum_ntk.errors import UserError, cli  # noqa: E402
 from momentum_ntk.io import atomic_path  # noqa: E402
@@ -272,6 +273,21 @@ def slope_text(slopes: np.ndarray) -> str:
     return f"slope {s.mean():+.3f} ± {sd:.3f}\n[{s.min():+.3f}, {s.max():+.3f}], n={s.size}\npaper: −1/2"
 
 
+def interval_lines(last: pd.DataFrame, combos: list[tuple[int, float]]) -> str:
+    """Per (η, β): the mean exponent over seeds with its interval (95 % seed bootstrap ∪ drop-one-width range,
+    :func:`momentum_ntk.uncertainty.exponent_summary`) and the step the distances are taken at."""
+    lines = []
+    for c in combos:
+        g = last[(last["eta_divisor"] == c[0]) & (last["beta"] == c[1])]
+        if g["width"].nunique() < 2:
+            continue
+        u = uncertainty.exponent_summary(g, value="max_dist")
+        lines.append(f"{setting_label(*c)}: {u['mean']:+.2f} [{u['lo']:+.2f}, {u['hi']:+.2f}]")
+    if not lines:
+        return ""
+    return "\n" + "\n".join(lines) + f"\n[95% seed bootstrap ∪ width subsets]\nat step {int(last['step'].max())}"
+
+
 def figure_width(runs: pd.DataFrame, dataset: str) -> plt.Figure:
     """Final max distance vs width m (log-log), one panel per method, with the fitted exponent beside −1/2."""
     _style()
@@ -301,8 +317,8 @@ def figure_width(runs: pd.DataFrame, dataset: str) -> plt.Figure:
         ax.set_yscale("log")
         ax.set_xlabel("width m")
         ax.set_title(f"{METHOD_LABELS.get(m, m)}")
-        ax.text(0.97, 0.97, slope_text(expo.loc[expo["method"] == m, "slope"].to_numpy(dtype=float)),
-                transform=ax.transAxes, ha="right", va="top", fontsize=7,
+        text = slope_text(expo.loc[expo["method"] == m, "slope"].to_numpy(dtype=float))
+        ax.text(0.97, 0.97, text + interval_lines(lm, combos), transform=ax.transAxes, ha="right", va="top", fontsize=6.5,
                 bbox={"boxstyle": "round", "fc": "white", "ec": "0.7", "alpha": 0.9})
         ax.set_xticks(sorted(lm["width"].unique()) if not lm.empty else [])
         ax.get_xaxis().set_major_formatter(matplotlib.ticker.ScalarFormatter())
