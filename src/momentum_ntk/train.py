@@ -3,6 +3,10 @@
     PYTHONPATH=src python -m momentum_ntk.train --data results/data/mnist.npz \
         --ntk-summary results/ntk/mnist/summary.json --dataset mnist --method nag --width 1000 --eta-divisor 10 \
         --beta 0.99 --seed 0 --steps 1000 --gram-every 50 --out run.parquet --meta run.json
+    # a pack: one value per run for --method/--eta-divisor/--beta/--out/--meta (they share X, m, seed, hence W(0))
+    PYTHONPATH=src python -m momentum_ntk.train --data D.npz --ntk-summary S.json --dataset mnist --width 1000 \
+        --seed 0 --method hb nag --eta-divisor 10 10 --beta 0.99 0.99 --out hb.parquet nag.parquet \
+        --meta hb.json nag.json
 
 Model and loss (eqs. 1-2), X (n, d) with unit rows, W (d, m) trained, a (m,) in {-1, +1} fixed:
 
