@@ -42,7 +42,7 @@ def effective_rate(device: str, n: int, d: int, m: int, steps: int, gram_every: 
     t1 = time.perf_counter()
     train.train(X, y, W0, a, steps=steps, **kw)
     t2 = time.perf_counter()
-    return 4.0 * n * d * m * steps / ((t2 - t1) - (t1 - t0))
+    return plan.step_flop(n, d, m) * steps / ((t2 - t1) - (t1 - t0))
 
 
 def merged(base: dict, over: dict) -> dict:
@@ -93,7 +93,7 @@ def main() -> None:
     for ds in cfg["datasets"]:
         n = plan.n_instances(ds, cfg.get("data", {}).get("max_per_class"))
         d = plan.FULL_SHAPES[ds][1]
-        flop = sum(4.0 * n * d * m * tr["steps"] * per_width for m in grid["widths"])
+        flop = sum(plan.step_flop(n, d, m) * tr["steps"] * per_width for m in grid["widths"])
         hours = flop / rate / 3600
         ds_runs = per_width * len(grid["widths"])
         ds_jobs = ds_runs // pack if packed else ds_runs

@@ -279,6 +279,9 @@ def test_cli_end_to_end(tmp_path):
     for col in ("gap_norm", "lambda_min_H0", "lambda0_rows", "gap_over_lambda0"):
         assert np.isfinite(gap[col]).all()
 
+    assert out["plot"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert sorted(p.name for p in out["summary"].parent.iterdir()) == sorted(p.name for p in out.values())
+
 
 def test_cli_gram_rows_lambda0_matches_the_lemma2_rows(tmp_path):
     """With the train stage's rows equal to the Lemma 2 rows (same max_n and seed), both stages report one λ0."""
@@ -295,8 +298,6 @@ def test_cli_gram_rows_lambda0_matches_the_lemma2_rows(tmp_path):
     C = np.clip(X[rows] @ X[rows].T, -1, 1)
     assert rec["lambda0"] == pytest.approx(np.linalg.eigvalsh(C * (np.pi - np.arccos(C)) / (2 * np.pi))[0], rel=1e-6)
 
-    assert out["plot"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert sorted(p.name for p in out["summary"].parent.iterdir()) == sorted(p.name for p in out.values())
 
 
 def test_cli_float64_eigvecs_and_all_rows(tmp_path):
