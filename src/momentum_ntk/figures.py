@@ -75,10 +75,12 @@ def _style() -> None:
 
 
 def save_figure(fig: plt.Figure, pdf: str | Path, png: str | Path) -> None:
-    """Write ``fig`` as PDF and PNG, atomically, and close it."""
-    for path, fmt in ((pdf, "pdf"), (png, "png")):
+    """Write ``fig`` as PNG and PDF, atomically, and close it. The layout engine runs for the PNG only (the faster
+    renderer); the PDF reuses its axes positions: the same layout, one fewer layout pass over every panel."""
+    for path, fmt in ((png, "png"), (pdf, "pdf")):
         with atomic_path(path) as tmp:
             fig.savefig(tmp, format=fmt, bbox_inches="tight")
+        fig.set_layout_engine("none")
     plt.close(fig)
 
 

@@ -175,6 +175,20 @@ def train_mem_mb(wildcards):
     return _train_job(wildcards).mem_mb()
 
 
+def train_priority(wildcards):
+    """Scheduling order of train jobs, below every other job (analysis of finished runs goes first): one dataset
+    after another, and within a dataset the costliest pack first (longest-processing-time order). The first
+    dataset's theory and figure jobs then overlap the next dataset's training, and the last packs to start are the
+    shortest ones, so the cores finish together. Values lie in (-len(DATASETS) - 1, -1).
+    """
+    job = _train_job(wildcards)
+    widest = max(int(w) for w in config["grid"]["widths"])
+    share = (
+        job.m / widest
+    )  # cost of this pack relative to the dataset's costliest one (same n, d, runs, steps)
+    return -1.0 - DATASETS.index(wildcards.dataset) - (1.0 - share) * 0.99
+
+
 def train_runtime(wildcards):
     """Wall-time limit of one train job (minutes, SLURM's -t): the pack's FLOP at a pessimistic rate, plus start-up."""
     return _train_job(wildcards).runtime_min()

@@ -24,7 +24,7 @@ rule ntk:
     priority: 20
     conda:
         "../../envs/torch.yaml"
-    threads: 2
+    threads: eigh_threads
     resources:
         mem_mb=ntk_mem_mb,
         gpu=train_gpus(),

@@ -25,7 +25,7 @@ rule theory_modes:
     priority: 10
     conda:
         "../../envs/torch.yaml"
-    threads: 2
+    threads: eigh_threads
     resources:
         gpu=train_gpus(),
         # H(0) and its eigendecomposition (~4 n² doubles, as the ntk stage) plus the n×m activation pattern
@@ -57,6 +57,8 @@ rule theory_predict:
         records=job_files("theory_record"),
     log:
         PATHS["theory_log"],
+    # Above the figures: the last pack's predictions feed the slowest figure (the overlay).
+    priority: 2
     conda:
         "../../envs/torch.yaml"
     params:
@@ -90,6 +92,8 @@ rule theory_overlay_figure:
         ),
     log:
         "results/logs/figures/theory_overlay_{dataset}.log",
+    # The slowest figure (a panel per setting and width): first among the figures, so it does not end the workflow alone.
+    priority: 1
     conda:
         "../../envs/analysis.yaml"
     params:

@@ -18,6 +18,8 @@ rule train:
         metas=job_files("run_meta"),
     log:
         PATHS["train_log"],
+    # Negative: finished runs' predictions and figures go before more training (see train_priority).
+    priority: train_priority
     conda:
         "../../envs/torch.yaml"
     threads: 1
