@@ -12,6 +12,10 @@ from snakemake.utils import min_version, validate
 min_version("9.0")
 
 
+# The report's front page (`snakemake --report report.html`): stages, where to start, the categories.
+report: "workflow/report/workflow.rst"
+
+
 configfile: "config.yaml"
 
 

@@ -190,3 +190,9 @@ def test_report_builds(tiny_run):
                      "--configfile", str(ROOT / "workflow/presets/tiny.yaml"), "--report", str(report))  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert report.stat().st_size > 100_000
+    html = report.read_text().replace("\\n", " ")  # the texts sit in JSON strings, line breaks escaped
+    # the front page (Snakefile `report:` workflow/report/workflow.rst), rendered with this run's config
+    assert "Where to start" in html and "results/claims.md" in html and "datasets mnist5k" in html
+    assert "runs per dataset" in html and "showCategory('Claims')" in html and "{{ snakemake" not in html
+    # the captions of claims.md and table1.md (workflow/report/claims.rst, table1.rst)
+    assert "the machine-readable form is" in html and "The same table is" in html

@@ -71,6 +71,7 @@ GPU_FLOPS_ESTIMATE = 20e12
 _RUNTIME_CPU_FLOPS = 30e9  # pessimistic single-thread rate on a busy node
 _RUNTIME_GPU_FLOPS = 2e12  # pessimistic: small widths fill the GPU poorly
 _RUNTIME_FIXED_MIN = 10  # start-up, data load, CUDA context, queue-side slack
+RUNTIME_FLOOR_MIN = _RUNTIME_FIXED_MIN  # every planned wall-time limit (minutes) is at least this
 
 
 def step_flop(n: int, d: int, m: int) -> float:
@@ -114,6 +115,47 @@ class TrainJob:
         """A generous wall-time limit (minutes) for SLURM's -t: the FLOP at a pessimistic rate, plus start-up."""
         rate = _RUNTIME_GPU_FLOPS if self.gpu else _RUNTIME_CPU_FLOPS
         return _RUNTIME_FIXED_MIN + math.ceil(self.flop() / rate / 60)
+
+
+# Wall-time limits of the dense float64 jobs (binarize's parallel-pair scan, ntk, theory_modes), planned like
+# TrainJob.runtime_min: counted FLOP at a pessimistic rate, plus the fixed start-up. Counted: 2·a·b·c per (a×b)·(b×c)
+# product, 10·n³ per symmetric eigendecomposition of an n×n matrix (LAPACK's tridiagonal reduction is 4/3·n³ and the
+# back-transformation 2·n³; the rest and the lower efficiency of these memory-bound steps are rounded up), n³ in all.
+# Measured: the whole ntk job at n = 12,000 (FMNIST) took 202 s on the 2-core CI machine (README), ≈ 90 GFLOP/s of
+# counted FLOP; the limits assume 10 GFLOP/s (one thread on a busy node), ~9× slower. On a GPU (cuSOLVER) these jobs
+# take seconds, so the limits are generous there too.
+_RUNTIME_DENSE_FLOPS = 10e9
+
+
+def eigh_flop(n: int) -> float:
+    """Counted FLOP of one n×n symmetric eigendecomposition (with or without eigenvectors): 10·n³."""
+    return 10.0 * n**3
+
+
+def _dense_runtime_min(flop: float) -> int:
+    return _RUNTIME_FIXED_MIN + math.ceil(flop / _RUNTIME_DENSE_FLOPS / 60)
+
+
+def binarize_runtime_min(n: int, d: int) -> int:
+    """Wall-time limit (minutes) of a binarize job keeping n rows of dimension d: the parallel-pair scan (the upper
+    half of X·Xᵀ, n²·d FLOP); reading and normalising the raw split is in the fixed part."""
+    return _dense_runtime_min(float(n) * n * d)
+
+
+def ntk_runtime_min(n: int, d: int, widths: list[int], gap_rows: int, gram_rows: int) -> int:
+    """Wall-time limit (minutes) of an ntk job: H∞ and the closest-pair scan (3·n²·d), its eigendecomposition
+    (10·n³), λ0 on the gram_rows subset, and per width the Lemma 2 gap on gap_rows rows (the activation pattern
+    2·r·d·m, H(0) 2·r²·m, two eigenvalue solves) after one for H∞ on those rows."""
+    r = gap_rows
+    per_width = sum(2.0 * r * d * m + 2.0 * r * r * m + 2 * eigh_flop(r) for m in widths)
+    flop = 3.0 * n * n * d + eigh_flop(n) + eigh_flop(gram_rows) + eigh_flop(r) + per_width
+    return _dense_runtime_min(flop)
+
+
+def theory_modes_runtime_min(n: int, d: int, m: int) -> int:
+    """Wall-time limit (minutes) of a theory_modes job: the activation pattern 1{X·W(0) > 0} (2·n·d·m), H(0) =
+    (X·Xᵀ)⊙(S·Sᵀ)/m (2·n²·(d + m)), its eigendecomposition (10·n³) and the projections of Δ0 (4·n²)."""
+    return _dense_runtime_min(2.0 * n * d * m + 2.0 * n * n * (d + m) + eigh_flop(n) + 4.0 * n * n)
 
 
 def grid_flop(cfg: dict[str, Any]) -> float:

@@ -23,6 +23,8 @@ rule aggregate:
         csv=PATHS["summary_csv"],
     log:
         "results/logs/aggregate/{dataset}.log",
+    benchmark:
+        PATHS["bench_aggregate"]
     conda:
         "../../envs/analysis.yaml"
     params:
@@ -99,7 +101,12 @@ rule table1:
         summaries=expand(PATHS["summary"], dataset=DATASETS),
         ntk=expand(PATHS["ntk_summary"], dataset=DATASETS),
     output:
-        md=report(PATHS["table1_md"], category="Tables", labels={"table": "Table 1"}),
+        md=report(
+            PATHS["table1_md"],
+            category="Tables",
+            labels={"table": "Table 1"},
+            caption="../report/table1.rst",
+        ),
         csv=PATHS["table1_csv"],
     log:
         "results/logs/figures/table1.log",
@@ -121,7 +128,12 @@ rule claims:
         theory=[runs_of(d, "theory_record") for d in DATASETS],
         preds=[runs_of(d, "theory_pred") for d in DATASETS],
     output:
-        md=report(PATHS["claims_md"], category="Claims", labels={"claims": "verdicts"}),
+        md=report(
+            PATHS["claims_md"],
+            category="Claims",
+            labels={"claims": "verdicts"},
+            caption="../report/claims.rst",
+        ),
         json=PATHS["claims_json"],
     log:
         "results/logs/claims.log",

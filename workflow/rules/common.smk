@@ -119,6 +119,25 @@ PATHS["theory_log"] = (
     if PACKED
     else f"results/logs/theory/{RUN}.log"
 )
+# Snakemake's `benchmark:` of the compute rules: one TSV per job (wall time, max RSS, I/O); nothing consumes them.
+# Keyed like the job's log: train and theory_predict per pack or per run.
+PATHS["bench_fetch"] = "results/benchmarks/fetch/{dataset}.tsv"
+PATHS["bench_binarize"] = "results/benchmarks/binarize/{dataset}.tsv"
+PATHS["bench_ntk"] = "results/benchmarks/ntk/{dataset}.tsv"
+PATHS["bench_train"] = (
+    "results/benchmarks/train/{dataset}/m{width}_s{seed}.tsv"
+    if PACKED
+    else f"results/benchmarks/train/{RUN}.tsv"
+)
+PATHS["bench_theory_modes"] = (
+    "results/benchmarks/theory/{dataset}/modes_m{width}_s{seed}.tsv"
+)
+PATHS["bench_theory_predict"] = (
+    "results/benchmarks/theory/{dataset}/predict_m{width}_s{seed}.tsv"
+    if PACKED
+    else f"results/benchmarks/theory/{RUN}.tsv"
+)
+PATHS["bench_aggregate"] = "results/benchmarks/aggregate/{dataset}.tsv"
 
 
 def job_files(template):
@@ -221,3 +240,30 @@ def ntk_mem_mb(wildcards):
     return plan.ntk_mem_mb(
         plan.n_instances(wildcards.dataset, config["data"]["max_per_class"])
     )
+
+
+# Wall-time limits (minutes, SLURM's -t) of the other non-local jobs, from the dataset's size: plan.py counts their
+# FLOP (the n×n eigendecompositions scale as n³) at a pessimistic 10 GFLOP/s, plus 10 minutes of start-up; every
+# limit is at least plan.RUNTIME_FLOOR_MIN. The local rules need none (they never go to SLURM).
+def _n_d(wildcards):
+    n = plan.n_instances(wildcards.dataset, config["data"]["max_per_class"])
+    return n, plan.FULL_SHAPES[wildcards.dataset][1]
+
+
+def binarize_runtime(wildcards):
+    return plan.binarize_runtime_min(*_n_d(wildcards))
+
+
+def ntk_runtime(wildcards):
+    n, d = _n_d(wildcards)
+    return plan.ntk_runtime_min(
+        n,
+        d,
+        [int(m) for m in config["grid"]["widths"]],
+        gap_rows=min(n, config["ntk"]["gap_max_n"]),
+        gram_rows=min(n, config["train"]["gram_max_n"]),
+    )
+
+
+def theory_modes_runtime(wildcards):
+    return plan.theory_modes_runtime_min(*_n_d(wildcards), int(wildcards.width))

@@ -12,6 +12,8 @@ rule fetch:
         manifest=PATHS["manifest"],
     log:
         "results/logs/fetch/{dataset}.log",
+    benchmark:
+        PATHS["bench_fetch"]
     conda:
         "../../envs/data.yaml"
     params:
@@ -38,8 +40,12 @@ rule binarize:
         record=PATHS["data_record"],
     log:
         "results/logs/binarize/{dataset}.log",
+    benchmark:
+        PATHS["bench_binarize"]
     conda:
         "../../envs/data.yaml"
+    resources:
+        runtime=binarize_runtime,
     params:
         classes=" ".join(str(c) for c in config["data"]["classes"]),
         max_per_class=(

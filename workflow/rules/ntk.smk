@@ -20,6 +20,8 @@ rule ntk:
         ),
     log:
         "results/logs/ntk/{dataset}.log",
+    benchmark:
+        PATHS["bench_ntk"]
     # Short jobs at the head of long chains go first: the train and theory jobs of every dataset then overlap.
     priority: 20
     conda:
@@ -28,6 +30,7 @@ rule ntk:
     resources:
         mem_mb=ntk_mem_mb,
         gpu=train_gpus(),
+        runtime=ntk_runtime,
     params:
         divisors=" ".join(str(c) for c in config["grid"]["eta_divisors"]),
         widths=" ".join(str(m) for m in config["grid"]["widths"]),

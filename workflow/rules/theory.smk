@@ -21,6 +21,8 @@ rule theory_modes:
         modes=PATHS["theory_modes"],
     log:
         "results/logs/theory/{dataset}/modes_m{width}_s{seed}.log",
+    benchmark:
+        PATHS["bench_theory_modes"]
     # Seconds each (one n×n eigendecomposition): run them as soon as the ntk stage is done, not after all training.
     priority: 10
     conda:
@@ -34,6 +36,7 @@ rule theory_modes:
         * int(wc.width)
         * 8
         // 2**20,
+        runtime=theory_modes_runtime,
     params:
         device=config["train"]["device"],
     shell:
@@ -57,6 +60,8 @@ rule theory_predict:
         records=job_files("theory_record"),
     log:
         PATHS["theory_log"],
+    benchmark:
+        PATHS["bench_theory_predict"]
     # Above the figures: the last pack's predictions feed the slowest figure (the overlay).
     priority: 2
     conda:

@@ -18,6 +18,8 @@ rule train:
         metas=job_files("run_meta"),
     log:
         PATHS["train_log"],
+    benchmark:
+        PATHS["bench_train"]
     # Negative: finished runs' predictions and figures go before more training (see train_priority).
     priority: train_priority
     conda:
