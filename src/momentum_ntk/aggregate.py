@@ -35,7 +35,7 @@ import pandas as pd
 import pyarrow as pa
 
 from momentum_ntk.errors import UserError, cli
-from momentum_ntk.io import atomic_path, read_record, read_table, write_parquet
+from momentum_ntk.io import atomic_path, read_record, read_table, rebuild_fix, write_parquet
 
 RUN_COLUMNS = ("step", "loss", "max_dist", "lambda_min_H", "lambda_max_H", "pattern_changed")
 SIDECAR_KEYS = ("dataset", "method", "width", "eta_divisor", "eta", "beta", "seed", "diverged", "lambda0_rows")
@@ -81,17 +81,18 @@ def sidecar_path(run_parquet: str | Path) -> Path:
 def load_run(path: str | Path) -> pd.DataFrame:
     """One run's rows with its sidecar parameters attached as columns (not yet typed; see :func:`runs_to_arrow`)."""
     path = Path(path)
-    fix = "re-run the train stage for this run (or drop it from --runs)"
+    fix = f"{rebuild_fix(path)}, or drop it from --runs"
     table = read_table(path, RUN_COLUMNS, what="run Parquet file", fix=fix)
-    meta = read_record(sidecar_path(path), SIDECAR_KEYS, what=f"sidecar JSON of run {path}", fix=fix)
+    side = sidecar_path(path)
+    meta = read_record(side, SIDECAR_KEYS, what=f"sidecar JSON of run {path}", fix=rebuild_fix(side))
     df = table.select(list(RUN_COLUMNS)).to_pandas()
     for col in RUN_COLUMNS[1:]:
         if not pd.api.types.is_numeric_dtype(df[col]):
-            raise UserError(f"{path}: column {col!r} has dtype {df[col].dtype}, expected float64")
+            raise UserError(f"{path}: column {col!r} has dtype {df[col].dtype}, expected float64; {fix}")
     if not pd.api.types.is_integer_dtype(df["step"]):
-        raise UserError(f"{path}: column 'step' has dtype {df['step'].dtype}, expected int64")
+        raise UserError(f"{path}: column 'step' has dtype {df['step'].dtype}, expected int64; {fix}")
     if len(df) == 0:
-        raise UserError(f"{path}: run has no rows; re-run the train stage for this run")
+        raise UserError(f"{path}: run has no rows; {fix}")
     for key in SIDECAR_KEYS:
         value = meta[key]
         df[key] = np.nan if value is None and key == "lambda0_rows" else value
@@ -123,12 +124,12 @@ def build_runs_table(paths: Iterable[str | Path]) -> pd.DataFrame:
 
 def read_runs_table(path: str | Path) -> pd.DataFrame:
     """Read a long table written by this stage and check it has the :data:`RUN_SCHEMA` columns."""
-    fix = "re-run the aggregate stage"
+    fix = rebuild_fix(path)
     table = read_table(path, RUN_SCHEMA.names, what="long run table", fix=fix)
     try:
         table = table.select(RUN_SCHEMA.names).cast(RUN_SCHEMA)
     except (pa.ArrowException, ValueError) as exc:
-        raise UserError(f"{path}: columns do not match the long-table schema ({exc})") from exc
+        raise UserError(f"{path}: columns do not match the long-table schema ({exc}); {fix}") from None
     return table.to_pandas()
 
 
@@ -150,7 +151,7 @@ def concat_tables(paths: Sequence[str | Path]) -> pa.Table:
 
 def read_ntk_summary(path: str | Path) -> dict:
     """NTK summary.json with the keys this module uses checked (dataset, lambda0, eta)."""
-    return read_record(path, ("dataset", "lambda0", "eta"), what="NTK summary", fix="run the ntk stage first")
+    return read_record(path, ("dataset", "lambda0", "eta"), what="NTK summary", fix=rebuild_fix(path))
 
 
 SUMMARY_REQUIRED = (
@@ -162,8 +163,7 @@ SUMMARY_REQUIRED = (
 
 def read_summary(path: str | Path) -> pd.DataFrame:
     """A per-setting summary Parquet written by the aggregate stage."""
-    fix = "re-run the aggregate stage"
-    df = read_table(path, SUMMARY_REQUIRED, what="per-setting summary", fix=fix).to_pandas()
+    df = read_table(path, SUMMARY_REQUIRED, what="per-setting summary", fix=rebuild_fix(path)).to_pandas()
     return df
 
 

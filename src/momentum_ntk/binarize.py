@@ -32,7 +32,15 @@ import numpy as np
 
 from momentum_ntk import datasets
 from momentum_ntk.errors import UserError, cli
-from momentum_ntk.io import atomic_path, environment_record, read_json, sha256, write_json
+from momentum_ntk.io import (
+    atomic_path,
+    environment_record,
+    read_record,
+    rebuild_command,
+    rebuild_fix,
+    sha256,
+    write_json,
+)
 
 N_EXAMPLES = 20  # flagged pairs listed in the record
 
@@ -211,12 +219,19 @@ def check_manifest(manifest: dict[str, Any], manifest_path: Path, dataset: str) 
             f"{manifest_path} is the manifest of {manifest.get('dataset')!r}, not {dataset!r}: pass the matching "
             f"--manifest (resources/raw/{dataset}/manifest.json)"
         )
-    for role, entry in manifest.get("files", {}).items():
+    refetch = f"run the fetch stage again, which re-verifies it: {rebuild_command(manifest_path)}"
+    files = manifest.get("files")
+    if not isinstance(files, dict) or not all(isinstance(e, dict) and {"path", "sha256"} <= e.keys()
+                                              for e in files.values()):
+        raise UserError(f"{manifest_path}: 'files' is not a map of roles to {{path, sha256, ...}}; "
+                        f"{rebuild_fix(manifest_path)}")
+    for role, entry in files.items():
         p = Path(entry["path"])
         if not p.is_file():
-            raise UserError(f"{p} ({dataset} {role}, listed in {manifest_path}) is missing: run the fetch stage again")
+            raise UserError(f"{p} ({dataset} {role}, listed in {manifest_path}) is missing: {refetch}")
         if sha256(p) != entry["sha256"]:
-            raise UserError(f"{p} ({dataset} {role}) changed since {manifest_path} was written: run the fetch again")
+            raise UserError(f"{p} ({dataset} {role}) changed since {manifest_path} was written (its SHA-256 differs: "
+                            f"truncated or replaced?): {refetch}")
 
 
 def build_record(manifest: dict[str, Any], stats: dict[str, Any], args: argparse.Namespace,
@@ -265,7 +280,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not manifest_path.is_file():
         raise UserError(f"manifest {manifest_path} does not exist: run `python -m momentum_ntk.fetch --dataset "
                         f"{args.dataset} --manifest {manifest_path}` first")
-    manifest = read_json(manifest_path)
+    manifest = read_record(manifest_path, ("dataset", "files"), what="fetch manifest", fix=rebuild_fix(manifest_path))
     check_manifest(manifest, manifest_path, args.dataset)
     images, labels = datasets.load_training_split(manifest)
     arrays, stats = binarize(

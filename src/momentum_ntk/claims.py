@@ -77,7 +77,7 @@ from momentum_ntk.aggregate import (
 )
 from momentum_ntk import uncertainty
 from momentum_ntk.errors import UserError, cli
-from momentum_ntk.io import atomic_path, read_json, write_json
+from momentum_ntk.io import atomic_path, read_record, rebuild_fix, write_json
 
 HOLDS, FAILS, INCONCLUSIVE = "holds", "fails", "inconclusive"
 
@@ -366,12 +366,7 @@ def _nan(x: Any) -> float:
 
 def read_theory_record(path: str) -> dict[str, Any]:
     """One run's theory record as a row of :func:`theory_row` (UserError naming the file if unusable)."""
-    try:
-        rec = read_json(path)
-    except FileNotFoundError:
-        raise UserError(f"{path}: theory record not found; run the theory_predict rule first") from None
-    except ValueError as exc:
-        raise UserError(f"{path}: not valid JSON ({exc}); rerun `theory predict` for this run") from None
+    rec = read_record(path, what="theory record", fix=rebuild_fix(path))
     return theory_row(rec, str(path))
 
 
@@ -380,7 +375,7 @@ def theory_row(rec: dict[str, Any], path: str = "<record>") -> dict[str, Any]:
     missing = [k for k in THEORY_KEYS if k not in rec]
     if missing:
         hint = " (it was made without --run)" if "horizon" in missing else ""
-        raise UserError(f"{path}: theory record lacks key(s) {missing}{hint}; rerun `theory predict ... --run`")
+        raise UserError(f"{path}: theory record lacks key(s) {missing}{hint}; {rebuild_fix(path)}")
     bc, margin = rec["bound_check"] or {}, rec.get("bound_margin") or {}
     try:
         root = math.sqrt(float(rec["lambda0"]) * float(rec["eta"]) / 2.0)
@@ -398,7 +393,7 @@ def theory_row(rec: dict[str, Any], path: str = "<record>") -> dict[str, Any]:
             "path": path,
         }
     except (TypeError, ValueError, AttributeError) as exc:
-        raise UserError(f"{path}: malformed theory record ({exc}); rerun `theory predict ... --run`") from None
+        raise UserError(f"{path}: malformed theory record ({exc}); {rebuild_fix(path)}") from None
 
 
 def read_theory_records(paths: Sequence[str]) -> pd.DataFrame:

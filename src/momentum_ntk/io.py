@@ -3,6 +3,10 @@
 Every file a stage writes goes through :func:`atomic_path`: the content is written to a temporary file in the same
 folder and moved into place with ``os.replace`` only when complete, so an interrupted or failing stage never leaves a
 partial file that a later run would take for a finished one.
+
+Every file a stage reads goes through a checked reader (:func:`read_record`, :func:`read_table`, :func:`read_npz`,
+:func:`read_npy`): a missing, truncated or corrupt input is a :class:`~momentum_ntk.errors.UserError` that names the
+file and the fix, for an earlier stage's output :func:`rebuild_fix` (``snakemake --force <that file>``).
 """
 
 from __future__ import annotations
@@ -12,7 +16,10 @@ import hashlib
 import json
 import os
 import platform
+import shlex
 import tempfile
+import zipfile
+import zlib
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -62,6 +69,17 @@ def read_json(path: str | os.PathLike[str]) -> dict[str, Any]:
         return json.load(fh)
 
 
+def rebuild_command(path: str | os.PathLike[str]) -> str:
+    """The command that rebuilds one workflow output, however it exists now (``--force``: a plain ``snakemake
+    <path>`` answers "Nothing to be done" for a corrupt file that is newer than its inputs)."""
+    return f"`snakemake --force {shlex.quote(str(path))}` (with the --configfile you ran with)"
+
+
+def rebuild_fix(path: str | os.PathLike[str]) -> str:
+    """The fix for a missing, truncated or corrupt output of an earlier stage, worded the same by every stage."""
+    return f"rebuild it: {rebuild_command(path)}"
+
+
 def read_record(path: str | os.PathLike[str], keys: Sequence[str] = (), *, what: str, fix: str) -> dict[str, Any]:
     """A JSON record that must exist, parse and hold ``keys``; otherwise a UserError naming the file, ``what`` it is
     and the ``fix``."""
@@ -72,8 +90,10 @@ def read_record(path: str | os.PathLike[str], keys: Sequence[str] = (), *, what:
         raise UserError(f"{path}: {what} not found; {fix}")
     try:
         rec = read_json(path)
-    except ValueError as exc:
+    except (OSError, ValueError) as exc:  # truncated, empty or binary content: JSONDecodeError, UnicodeDecodeError
         raise UserError(f"{path}: {what} is not valid JSON ({exc}); {fix}") from None
+    if not isinstance(rec, dict):
+        raise UserError(f"{path}: {what} is JSON {type(rec).__name__}, not an object (truncated or corrupt?); {fix}")
     missing = [k for k in keys if k not in rec]
     if missing:
         raise UserError(f"{path}: {what} lacks key(s) {missing} (docs/CONTRACT.md); {fix}")
@@ -99,6 +119,49 @@ def read_table(path: str | os.PathLike[str], columns: Sequence[str] = (), *, wha
     if absent:
         raise UserError(f"{path}: {what} lacks column(s) {absent}; {fix}")
     return table
+
+
+def read_npz(path: str | os.PathLike[str], arrays: Sequence[str], *, what: str, fix: str) -> dict[str, np.ndarray]:
+    """The named ``arrays`` of an ``.npz`` archive, read in full (a truncated member fails here, not later); a
+    missing, truncated or corrupt file, or one without an array, is a UserError naming the file, ``what`` it is and
+    the ``fix``."""
+    from momentum_ntk.errors import UserError
+
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: {what} not found; {fix}")
+    try:
+        npz = np.load(path, allow_pickle=False)
+        if not isinstance(npz, np.lib.npyio.NpzFile):
+            raise UserError(f"{path}: {what} is not a readable .npz file (it holds a single array); {fix}")
+        with npz:
+            absent = [a for a in arrays if a not in npz.files]
+            if absent:
+                names = ", ".join(repr(a) for a in absent)
+                raise UserError(f"{path}: {what} has no array {names} (has {sorted(npz.files)}); {fix}")
+            return {a: np.asarray(npz[a]) for a in arrays}
+    except UserError:
+        raise
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
+        raise UserError(f"{path}: {what} is not a readable .npz file ({type(exc).__name__}: {exc}); {fix}") from None
+
+
+def read_npy(path: str | os.PathLike[str], *, what: str, fix: str, mmap_mode: str | None = None) -> np.ndarray:
+    """One ``.npy`` array (memory-mapped with ``mmap_mode``); a missing, truncated or corrupt file is a UserError
+    naming the file, ``what`` it is and the ``fix``."""
+    from momentum_ntk.errors import UserError
+
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: {what} not found; {fix}")
+    try:
+        arr = np.load(path, mmap_mode=mmap_mode, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as exc:
+        raise UserError(f"{path}: {what} is not a readable .npy file ({type(exc).__name__}: {exc}); {fix}") from None
+    if not isinstance(arr, np.ndarray):
+        arr.close()
+        raise UserError(f"{path}: {what} is an .npz archive, not a .npy array; {fix}")
+    return arr
 
 
 def write_parquet(path: str | os.PathLike[str], table: Any) -> None:

@@ -37,7 +37,6 @@ import contextlib
 import math
 import resource
 import time
-import zipfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -301,18 +300,8 @@ def finite_width_gap(
 def load_inputs(path: str | Path) -> np.ndarray:
     """X (n, d) float64 from a binarized ``.npz``; every problem is a :class:`UserError` naming the file."""
     path = Path(path)
-    fix = "re-run the binarize stage (snakemake results/data/<dataset>.npz) to rebuild it"
-    if not path.is_file():
-        raise UserError(f"{path}: input file not found; {fix}")
-    try:
-        with np.load(path, allow_pickle=False) as npz:
-            if "X" not in npz.files:
-                raise UserError(f"{path}: no array 'X' (has {sorted(npz.files)}); {fix}")
-            X = np.asarray(npz["X"], dtype=np.float64)
-    except UserError:
-        raise
-    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
-        raise UserError(f"{path}: not a readable .npz file ({type(exc).__name__}: {exc}); {fix}") from exc
+    fix = io.rebuild_fix(path)
+    X = np.asarray(io.read_npz(path, ("X",), what="binarized data file", fix=fix)["X"], dtype=np.float64)
     if X.ndim != 2 or X.shape[0] < 1 or X.shape[1] < 1:
         raise UserError(f"{path}: 'X' must be a non-empty 2-D array (n, d), got shape {X.shape}; {fix}")
     if not np.all(np.isfinite(X)):

@@ -652,13 +652,6 @@ def plot_width_error(errors: pd.DataFrame, ax: Any, prediction: str = "lin_h0") 
 # ----------------------------------------------------------------------------------------------------------------------
 
 
-def _need(path: str | Path, what: str) -> Path:
-    p = Path(path)
-    if not p.is_file():
-        raise UserError(f"{what} {p} does not exist; run the stage that writes it first (see docs/CONTRACT.md)")
-    return p
-
-
 def write_modes(path: str | Path, table: pd.DataFrame, meta: dict[str, Any]) -> None:
     """Write the mode table with ``meta`` as JSON under the Parquet schema metadata key ``momentum_ntk.theory``."""
     import pyarrow as pa
@@ -668,27 +661,31 @@ def write_modes(path: str | Path, table: pd.DataFrame, meta: dict[str, Any]) -> 
     io.write_parquet(path, tab)
 
 
+MODES_COLUMNS = ("k", "lambda_inf", "coef_inf", "lambda_h0", "coef_h0")
+MODES_META_KEYS = ("loss0", "pseudo_loss0", "lambda_min_h0")
+
+
 def read_modes(path: str | Path) -> tuple[pd.DataFrame, dict[str, Any]]:
     """Mode table and its metadata record (see :func:`mode_table`)."""
-    import pyarrow.parquet as pq
-
-    tab = pq.read_table(_need(path, "modes file"))
+    fix = io.rebuild_fix(path)
+    tab = io.read_table(path, MODES_COLUMNS, what="modes file", fix=fix)
     raw = (tab.schema.metadata or {}).get(MODES_META_KEY)
     if raw is None:
-        raise UserError(f"{path} has no '{MODES_META_KEY.decode()}' metadata; rebuild it with `theory modes`")
-    df = tab.to_pandas()
-    missing = {"k", "lambda_inf", "coef_inf", "lambda_h0", "coef_h0"} - set(df.columns)
+        raise UserError(f"{path}: modes file has no '{MODES_META_KEY.decode()}' metadata; {fix}")
+    try:
+        meta = json.loads(raw)
+    except ValueError as exc:
+        raise UserError(f"{path}: modes file metadata is not valid JSON ({exc}); {fix}") from None
+    missing = [k for k in MODES_META_KEYS if not isinstance(meta, dict) or k not in meta]
     if missing:
-        raise UserError(f"{path} lacks columns {sorted(missing)}; rebuild it with `theory modes`")
-    return df, json.loads(raw)
+        raise UserError(f"{path}: modes file metadata lacks key(s) {missing}; {fix}")
+    return tab.to_pandas(), meta
 
 
 def _load_ntk(spectrum: str, eigvecs: str, n: int) -> tuple[np.ndarray, np.ndarray]:
-    lam = pd.read_parquet(_need(spectrum, "NTK spectrum"), columns=None)
-    if "eigenvalue" not in lam.columns:
-        raise UserError(f"{spectrum} has no 'eigenvalue' column; rebuild it with the ntk stage")
-    lam = lam["eigenvalue"].to_numpy(dtype=np.float64)
-    V = np.load(_need(eigvecs, "NTK eigenvectors"), mmap_mode="r")
+    table = io.read_table(spectrum, ["eigenvalue"], what="NTK spectrum", fix=io.rebuild_fix(spectrum))
+    lam = table.to_pandas()["eigenvalue"].to_numpy(dtype=np.float64)
+    V = io.read_npy(eigvecs, what="NTK eigenvectors", fix=io.rebuild_fix(eigvecs), mmap_mode="r")
     if lam.shape != (n,) or V.shape != (n, n):
         raise UserError(
             f"{spectrum} / {eigvecs} have {lam.shape[0]} eigenvalues and shape {V.shape}, but the data has n={n}: "
@@ -708,11 +705,8 @@ def cmd_modes(args: argparse.Namespace) -> int:
         if args.threads < 1:
             raise UserError(f"--threads {args.threads}: must be a positive integer")
         torch.set_num_threads(args.threads)
-    data = np.load(_need(args.data, "data file"))
-    try:
-        X, y = np.asarray(data["X"], dtype=np.float64), np.asarray(data["y"], dtype=np.float64)
-    except KeyError as exc:
-        raise UserError(f"{args.data} lacks array {exc}; rebuild it with the binarize stage") from None
+    data = io.read_npz(args.data, ("X", "y"), what="binarized data file", fix=io.rebuild_fix(args.data))
+    X, y = np.asarray(data["X"], dtype=np.float64), np.asarray(data["y"], dtype=np.float64)
     lam, V = _load_ntk(args.spectrum, args.eigvecs, X.shape[0])
     W0, a = model.init_params(X.shape[1], args.width, args.seed)
     from momentum_ntk.lease import check_gpu_held, device_lease  # a GPU job gets a device no concurrent job holds
@@ -734,11 +728,31 @@ def cmd_modes(args: argparse.Namespace) -> int:
     return 0
 
 
-def _check_run_sidecar(run_path: Path, want: dict[str, Any]) -> None:
+def _read_run_sidecar(run_path: Path) -> dict[str, Any] | None:
+    """The run's sidecar JSON when there is one (UserError if it does not parse)."""
     side = run_path.with_suffix(".json")
     if not side.is_file():
+        return None
+    return io.read_record(side, what=f"sidecar JSON of run {run_path}", fix=io.rebuild_fix(side))
+
+
+def read_measured(run: str | Path) -> pd.DataFrame:
+    """Columns step, loss of a run Parquet file; its sidecar, if present, must parse too (UserError otherwise)."""
+    run_path = Path(run)
+    fix = io.rebuild_fix(run_path)
+    measured = io.read_table(run_path, ["step", "loss"], what="run Parquet file", fix=fix)
+    measured = measured.select(["step", "loss"]).to_pandas()
+    if measured.empty:
+        raise UserError(f"{run_path}: run Parquet file has no rows; {fix}")
+    _read_run_sidecar(run_path)
+    return measured
+
+
+def _check_run_sidecar(run_path: Path, want: dict[str, Any]) -> None:
+    side = run_path.with_suffix(".json")
+    rec = _read_run_sidecar(run_path)
+    if rec is None:
         return
-    rec = io.read_json(side)
     for key, val in want.items():
         got = rec.get(key)
         if got is None or val is None:
@@ -763,7 +777,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
     """Predictions for every run given (one --method/--eta-divisor/--beta/--out, and --run, per run): the runs of a
     pack share the modes of their (dataset, width, seed), read once."""
     modes, meta = read_modes(args.modes)
-    summary = io.read_json(_need(args.ntk_summary, "NTK summary"))
+    fix = io.rebuild_fix(args.ntk_summary)
+    summary = io.read_record(args.ntk_summary, ("lambda0", "eta"), what="NTK summary", fix=fix)
     k = len(args.method)
     runs = args.run if args.run else [None] * k
     lists = {"--eta-divisor": args.eta_divisor, "--beta": args.beta, "--out": args.out, "--run": runs}
@@ -777,8 +792,11 @@ def cmd_predict(args: argparse.Namespace) -> int:
             f"--horizon-fraction must lie in (0, 1] and --horizon-floor-ratio in [0, 1), got "
             f"{args.horizon_fraction} and {args.horizon_floor_ratio}"
         )
-    for method, divisor, beta, out, run in zip(args.method, args.eta_divisor, args.beta, args.out, runs):
-        predict_one(args, modes, meta, summary, method, divisor, beta, Path(out), run)
+    # every run file is read before any output is written: a corrupt one stops the pack with nothing written
+    measured = [read_measured(run) if run else None for run in runs]
+    per_run = zip(args.method, args.eta_divisor, args.beta, args.out, runs, measured)
+    for method, divisor, beta, out, run, meas in per_run:
+        predict_one(args, modes, meta, summary, method, divisor, beta, Path(out), run, meas)
     return 0
 
 
@@ -792,8 +810,10 @@ def predict_one(
     beta: float,
     out: Path,
     run: str | None,
+    measured: pd.DataFrame | None = None,
 ) -> None:
-    """One run's prediction Parquet and rates record (``out`` and ``out`` with suffix .json)."""
+    """One run's prediction Parquet and rates record (``out`` and ``out`` with suffix .json); ``measured``: the
+    run's step and loss when already read (:func:`read_measured`)."""
     try:
         lambda0 = float(summary["lambda0"])
         eta_map = summary["eta"]
@@ -828,12 +848,13 @@ def predict_one(
         **prediction_rates(modes, **kw),
     }
     if run:
-        run_path = _need(run, "run file")
+        run_path = Path(run)
+        if measured is None:
+            measured = read_measured(run_path)
         _check_run_sidecar(
             run_path,
             {"method": method, "eta": eta, "beta": float(beta), "width": meta.get("width"), "seed": meta.get("seed")},
         )
-        measured = pd.read_parquet(run_path, columns=["step", "loss"])
         table = attach_run(table, measured)
         window = (args.steps // 2, args.steps)
         rec["run"] = str(run_path)

@@ -50,7 +50,7 @@ import pandas as pd  # noqa: E402
 from momentum_ntk import uncertainty  # noqa: E402
 from momentum_ntk.errors import UserError, cli  # noqa: E402
 from momentum_ntk.figures import METHOD_LABELS, _style, eta_label, pick_dataset, save_figure  # noqa: E402
-from momentum_ntk.io import atomic_path, read_record, read_table  # noqa: E402
+from momentum_ntk.io import atomic_path, read_record, read_table, rebuild_fix  # noqa: E402
 from momentum_ntk.theory import (  # noqa: E402
     HORIZON_FLOOR_RATIO,
     HORIZON_FRACTION,
@@ -96,25 +96,29 @@ class Predictions:
     records: pd.DataFrame
 
 
-def _read_one(path: Path) -> tuple[dict[str, Any], pd.DataFrame]:
-    fix = "rerun `theory predict ... --run <run parquet>` (rule theory_predict) for this run"
+def _read_one(path: Path) -> tuple[dict[str, Any], dict[str, Any], pd.DataFrame]:
+    """(record, run key, curves) of one prediction file; UserError naming the file and the fix if unusable."""
+    fix, side = rebuild_fix(path), path.with_suffix(".json")
     table = read_table(path, CURVE_COLUMNS, what="prediction file", fix=fix).to_pandas()
-    rec = read_record(path.with_suffix(".json"), what=f"record of {path}", fix=fix)
+    rec = read_record(side, what=f"record of {path}", fix=rebuild_fix(side))
     missing = [k for k in RECORD_KEYS if rec.get(k) is None]
     if missing:
-        raise UserError(f"{path.with_suffix('.json')}: record lacks key(s) {missing}; {fix}")
+        raise UserError(f"{side}: record lacks key(s) {missing}; {rebuild_fix(side)}")
     if table.empty:
         raise UserError(f"{path}: no rows; {fix}")
-    return rec, table[list(CURVE_COLUMNS)]
+    try:
+        key = {"method": str(rec["method"]).lower(), "width": int(rec["width"]),
+               "eta_divisor": int(rec["eta_divisor"]), "beta": float(rec["beta"]), "seed": int(rec["seed"])}
+    except (TypeError, ValueError) as exc:
+        raise UserError(f"{side}: malformed record ({exc}); {rebuild_fix(side)}") from None
+    return rec, key, table[list(CURVE_COLUMNS)]
 
 
 def load_predictions(paths: Sequence[str | Path], dataset: str | None = None) -> Predictions:
     """Read prediction Parquets and their records; restrict to ``dataset`` (or the only one present)."""
     recs, frames = [], []
     for p in map(Path, paths):
-        rec, table = _read_one(p)
-        key = {"method": str(rec["method"]).lower(), "width": int(rec["width"]),
-               "eta_divisor": int(rec["eta_divisor"]), "beta": float(rec["beta"]), "seed": int(rec["seed"])}
+        rec, key, table = _read_one(p)
         recs.append({"dataset": str(rec["dataset"]), **rec, **key, "path": str(p)})
         frames.append(table.assign(dataset=str(rec["dataset"]), **key))
     if not recs:

@@ -685,23 +685,24 @@ def pack_runs(args: argparse.Namespace) -> list[dict[str, Any]]:
 def tracked_lambda0(args: argparse.Namespace, X: np.ndarray, rows: np.ndarray) -> tuple[float, str]:
     """λ0 = λmin(H∞) on the tracked rows: the ntk stage's value when its summary was made for these rows
     (``gram_rows`` record), else computed here (once per job). Returns (λ0, where it came from)."""
-    rec = io.read_json(args.ntk_summary).get("gram_rows") if args.ntk_summary and args.ntk_summary.is_file() else None
-    if rec and rec.get("max_n") == args.gram_max_n and rec.get("seed") == args.gram_seed and rec.get("n") == len(X):
+    rec = None
+    if args.ntk_summary and args.ntk_summary.is_file():
+        summary = io.read_record(args.ntk_summary, what="NTK summary", fix=io.rebuild_fix(args.ntk_summary))
+        rec = summary.get("gram_rows")
+    same_rows = isinstance(rec, dict) and (rec.get("max_n"), rec.get("seed"), rec.get("n")) == (
+        args.gram_max_n, args.gram_seed, len(X))
+    if same_rows:
         return float(rec["lambda0"]), str(args.ntk_summary)
     return ntk.lambda0_of_rows(X, rows), "computed"
 
 
 def load_data(path: Path) -> tuple[np.ndarray, np.ndarray]:
     """X (n, d) and y (n,) float64 from a binarized-data .npz."""
-    if not path.is_file():
-        raise UserError(f"{path}: data file not found; run the data stage first (snakemake results/data/...)")
-    with np.load(path) as z:
-        missing = {"X", "y"} - set(z.files)
-        if missing:
-            raise UserError(f"{path}: missing arrays {sorted(missing)}; rebuild it with the data stage")
-        X, y = np.asarray(z["X"], dtype=np.float64), np.asarray(z["y"], dtype=np.float64)
+    fix = io.rebuild_fix(path)
+    z = io.read_npz(path, ("X", "y"), what="binarized data file", fix=fix)
+    X, y = np.asarray(z["X"], dtype=np.float64), np.asarray(z["y"], dtype=np.float64)
     if X.ndim != 2 or y.shape != (X.shape[0],):
-        raise UserError(f"{path}: X {X.shape} and y {y.shape} do not form (n, d) and (n,); rebuild it")
+        raise UserError(f"{path}: X {X.shape} and y {y.shape} do not form (n, d) and (n,); {fix}")
     return X, y
 
 
@@ -711,10 +712,10 @@ def learning_rate(summary: Path | None, divisor: int | None, eta: float | None) 
         return float(eta)
     if summary is None or divisor is None:
         raise UserError("give --ntk-summary and --eta-divisor (η = 1/(divisor·λm)), or an explicit --eta")
-    if not summary.is_file():
-        raise UserError(f"{summary}: NTK summary not found; run the ntk stage first")
-    etas = io.read_json(summary).get("eta", {})
+    etas = io.read_record(summary, ("eta",), what="NTK summary", fix=io.rebuild_fix(summary))["eta"]
     key = str(divisor)
+    if not isinstance(etas, dict):
+        raise UserError(f"{summary}: NTK summary key 'eta' is not an object; {io.rebuild_fix(summary)}")
     if key not in etas:
         raise UserError(
             f"{summary}: no learning rate for eta divisor {key} (it has {sorted(etas, key=int)}); "
