@@ -30,7 +30,7 @@ wildcard_constraints:
     method="gd|hb|nag",
     width=r"\d+",
     eta_divisor=r"\d+",
-    beta=r"0\.\d+|0",
+    beta=r"0\.\d+|0",  # plan.beta_name: positional decimals, never exponents
     seed=r"\d+",
     figure="|".join(FIGURES),
 

@@ -91,8 +91,9 @@ def test_paper_plan_on_a_cpu_host_warns_with_the_cost_and_the_fix():
 
 @pytest.mark.parametrize(
     "text, key",
-    [("train:\n  steps: 0\n", "steps"), ("grid:\n  widht: [10]\n", "widht")],
-    ids=["bad-value", "unknown-key"],
+    [("train:\n  steps: 0\n", "steps"), ("grid:\n  widht: [10]\n", "widht"),
+     ("grid:\n  widths: [64.0, 128]\n", "grid.widths[0]: 64.0"), ("name: a/b\n", "name")],
+    ids=["bad-value", "unknown-key", "float-width", "bad-name"],
 )
 def test_bad_config_names_the_key(tmp_path, text, key):
     """A bad value and an unknown key both stop the workflow before any job, naming the key."""
@@ -114,18 +115,6 @@ def test_snakefmt_is_clean():
     files = ["Snakefile", *map(str, sorted((ROOT / "workflow/rules").glob("*.smk")))]
     proc = subprocess.run(["snakefmt", "--check", *files], cwd=ROOT, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-
-
-@pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory) -> Path:
-    """The tiny preset's whole workflow, run once in a scratch working directory."""
-    workdir = tmp_path_factory.mktemp("tiny")
-    proc = snakemake(
-        "-s", str(ROOT / "Snakefile"), "-d", str(workdir), "--cores", "2",
-        "--configfile", str(ROOT / "workflow/presets/tiny.yaml"),
-    )  # fmt: skip
-    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
-    return workdir
 
 
 @pytest.mark.slow

@@ -172,3 +172,59 @@ def grid_flop(cfg: dict[str, Any]) -> float:
 def grid_cpu_hours(cfg: dict[str, Any]) -> float:
     """Hours the grid's training takes on the 2-core CI-class CPU at the rate benchmarks/cost.py measured."""
     return grid_flop(cfg) / CPU_FLOPS / 3600
+
+
+# --- config checks JSON Schema cannot make ---------------------------------------------------------------------------
+def beta_name(beta: float) -> str:
+    """β as it appears in file names: the shortest positional decimal that reads back as exactly the same float
+    (0.97 -> '0.97', 1e-05 -> '0.00001', 0.90000000001 -> '0.90000000001'), so distinct β never share a file and the
+    β a job reads from its file name is the configured one."""
+    import numpy as np
+
+    name = np.format_float_positional(float(beta), unique=True, trim="-")
+    assert float(name) == float(beta), (beta, name)
+    return name
+
+
+def integer_problems(cfg: Any, schema: dict[str, Any], where: str = "") -> list[str]:
+    """Keys whose schema type is ``integer`` but whose value is a float (JSON Schema counts 64.0 as an integer; file
+    names and array shapes do not): one 'key: value' line each, keys spelled as in the config (grid.widths[0])."""
+    problems: list[str] = []
+    types = schema.get("type", [])
+    types = [types] if isinstance(types, str) else types
+    if isinstance(cfg, float) and "integer" in types and "number" not in types:
+        problems.append(f"{where}: {cfg!r}")
+    elif isinstance(cfg, dict):
+        for key, sub in schema.get("properties", {}).items():
+            if key in cfg:
+                problems += integer_problems(cfg[key], sub, f"{where}.{key}" if where else key)
+    elif isinstance(cfg, list) and isinstance(schema.get("items"), dict):
+        for i, item in enumerate(cfg):
+            problems += integer_problems(item, schema["items"], f"{where}[{i}]")
+    return problems
+
+
+def stage_sources(src: str | Path, module: str) -> list[str]:
+    """Source files of ``momentum_ntk.<module>`` and of every package module it imports, transitively (read with
+    ``ast``, nothing is imported): ``src/momentum_ntk/<name>.py`` paths, sorted. The workflow makes them inputs of the
+    cheap analysis rules, so a code change reruns exactly the stages whose code changed."""
+    import ast
+
+    pkg = Path(src) / "momentum_ntk"
+    seen: set[str] = set()
+    todo = [module]
+    while todo:
+        name = todo.pop()
+        path = pkg / f"{name}.py"
+        if name in seen or not path.is_file():
+            continue
+        seen.add(name)
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                if node.module == "momentum_ntk":
+                    todo += [a.name for a in node.names]
+                elif node.module.startswith("momentum_ntk."):
+                    todo.append(node.module.split(".")[1])
+            elif isinstance(node, ast.Import):
+                todo += [a.name.split(".")[1] for a in node.names if a.name.startswith("momentum_ntk.")]
+    return sorted(str(pkg / f"{name}.py") for name in seen)

@@ -17,6 +17,7 @@ rule aggregate:
     input:
         runs=lambda wc: runs_of(wc.dataset),
         metas=lambda wc: runs_of(wc.dataset, "run_meta"),
+        code=stage_code("aggregate"),
     output:
         runs=PATHS["runs_long"],
         summary=PATHS["summary"],
@@ -39,7 +40,8 @@ rule aggregate:
 rule aggregate_all:
     """Every dataset's long table in one file."""
     input:
-        expand(PATHS["runs_long"], dataset=DATASETS),
+        tables=expand(PATHS["runs_long"], dataset=DATASETS),
+        code=stage_code("aggregate"),
     output:
         PATHS["all_runs"],
     log:
@@ -47,13 +49,14 @@ rule aggregate_all:
     conda:
         "../../envs/analysis.yaml"
     shell:
-        "python -m momentum_ntk.aggregate --concat {input} --out {output} >{log} 2>&1"
+        "python -m momentum_ntk.aggregate --concat {input.tables} --out {output} >{log} 2>&1"
 
 
 rule figure:
     """One per-dataset figure (PDF + PNG) from the aggregated runs."""
     input:
         runs=PATHS["runs_long"],
+        code=stage_code("figures"),
     output:
         pdf=PATHS["figure_pdf"],
         png=report(
@@ -78,6 +81,8 @@ rule figure:
 
 rule fig1:
     """Paper Fig. 1: ρ*_NAG(α) on (0, 0.5] with HB's 2 − √2 and the bound (11 − √73)/4."""
+    input:
+        code=stage_code("figures"),
     output:
         pdf=PATHS["fig1_pdf"],
         png=report(
@@ -100,6 +105,7 @@ rule table1:
     input:
         summaries=expand(PATHS["summary"], dataset=DATASETS),
         ntk=expand(PATHS["ntk_summary"], dataset=DATASETS),
+        code=stage_code("figures"),
     output:
         md=report(
             PATHS["table1_md"],
@@ -127,6 +133,7 @@ rule claims:
         ntk=expand(PATHS["ntk_summary"], dataset=DATASETS),
         theory=[runs_of(d, "theory_record") for d in DATASETS],
         preds=[runs_of(d, "theory_pred") for d in DATASETS],
+        code=stage_code("claims"),
     output:
         md=report(
             PATHS["claims_md"],

@@ -2,8 +2,12 @@
 # Rules stay thin: each calls one stage of the package in src/momentum_ntk/ as `python -m momentum_ntk.<stage>`.
 
 import itertools
+import json
 import sys
 from pathlib import Path
+
+import yaml
+from snakemake.exceptions import WorkflowError
 
 # --- how rules reach the package -------------------------------------------------------------------------------
 # Snakemake strips PYTHONPATH from conda jobs and builds envs from a copy, so the path to src/ is exported inside
@@ -13,6 +17,20 @@ sys.path.insert(0, str(SRC))
 from momentum_ntk import plan
 
 shell.prefix(f"set -euo pipefail; export PYTHONPATH='{SRC}'; ")
+
+# --- config checks the JSON Schema cannot make (before any job is planned) ------------------------------------------
+_FLOATS = plan.integer_problems(
+    config,
+    yaml.safe_load(
+        (Path(workflow.basedir) / "workflow/schemas/config.schema.yaml").read_text()
+    ),
+)
+if _FLOATS:
+    raise WorkflowError(
+        "config: these keys need whole numbers (they name files and size arrays), got floats: "
+        + "; ".join(_FLOATS)
+        + ". Write them without a decimal point (e.g. widths: [64], not [64.0]) in the config file you passed."
+    )
 
 # --- datasets ------------------------------------------------------------------------------------------------------
 ALL_DATASETS = list(plan.FULL_SHAPES)
@@ -72,6 +90,9 @@ PATHS = {
     "theory_table_csv": "results/figures/theory_rates_{dataset}.csv",
 }
 
+# Which named config produced results/ (config key `name`): written when a run starts, checked by every run.
+PATHS["config_stamp"] = "results/.config.json"
+
 # Per-dataset figures: name in file paths -> `python -m momentum_ntk.figures <subcommand>`.
 FIGURES = {
     "fig2_loss": "fig2",
@@ -83,8 +104,8 @@ FIGURES = {
 
 
 def fmt_beta(beta):
-    """β as it appears in file names: 0.97 -> '0.97' (shortest round-trip form)."""
-    return f"{float(beta):g}"
+    """β as it appears in file names: the shortest decimal that reads back exactly (0.97 -> '0.97')."""
+    return plan.beta_name(beta)
 
 
 GRID = dict(
@@ -99,6 +120,16 @@ GRID = dict(
 def runs_of(dataset, template="run"):
     """Every run file (or sidecar) of the grid for one dataset."""
     return expand(PATHS[template], dataset=dataset, **GRID)
+
+
+# --- code as an input of the cheap stages ----------------------------------------------------------------------------
+# Editing a module in src/ reruns, on the next run, the analysis jobs whose code imports it (aggregation, figures,
+# tables, claims, theory predictions): their source files are inputs, and a newer input makes a job rerun. The
+# expensive stages (binarize, ntk, train, theory_modes) never rerun on a code change; force them with
+# `snakemake --forcerun <rule>` (README, "When something goes wrong").
+def stage_code(module):
+    """src/momentum_ntk/<module>.py and every package module it imports (plan.stage_sources)."""
+    return plan.stage_sources(SRC, module)
 
 
 # --- jobs: a pack of runs (default) or one run ----------------------------------------------------------------------
@@ -267,3 +298,52 @@ def ntk_runtime(wildcards):
 
 def theory_modes_runtime(wildcards):
     return plan.theory_modes_runtime_min(*_n_d(wildcards), int(wildcards.width))
+
+
+# --- one named config per results/ folder ----------------------------------------------------------------------------
+# Switching configs (e.g. from the quick preset to config.yaml) in the same folder would rebuild the other config's
+# data and NTK outputs under the same paths (params changed) and mix two grids in one aggregate. results/.config.json
+# names the config that produced results/; a run under another name warns at plan time and stops before any job.
+def _config_files():
+    files = getattr(workflow, "configfiles", None) or []
+    base = Path(workflow.basedir).resolve()
+    out = []
+    for f in files:
+        p = Path(f).resolve()
+        out.append(str(p.relative_to(base)) if p.is_relative_to(base) else str(p))
+    return out
+
+
+def _results_owner():
+    try:
+        return json.loads(Path(PATHS["config_stamp"]).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+_OWNER = _results_owner()
+_FOREIGN = None
+if _OWNER is not None and _OWNER.get("name") != config["name"]:
+    _made_by = " ".join(
+        f"--configfile {f}" for f in _OWNER.get("configfiles", []) if f != "config.yaml"
+    )
+    _FOREIGN = (
+        f"results/ in {Path.cwd()} holds the outputs of config '{_OWNER.get('name')}' "
+        f"({', '.join(_OWNER.get('configfiles', [])) or 'unknown files'}), and this run's config is "
+        f"'{config['name']}': running would overwrite or mix them. To work on those outputs, pass the config that made "
+        f"them ({_made_by or 'its --configfile'}). To start '{config['name']}' here, move them aside first: "
+        f"mv results results-{_OWNER.get('name')}"
+    )
+    print(f"momentum-ntk: {_FOREIGN}", file=sys.stderr)
+
+
+onstart:
+    if _FOREIGN:
+        raise WorkflowError(_FOREIGN)
+    Path(PATHS["config_stamp"]).parent.mkdir(parents=True, exist_ok=True)
+    Path(PATHS["config_stamp"]).write_text(
+        json.dumps(
+            {"name": config["name"], "configfiles": _config_files()}, indent=2
+        )
+        + "\n"
+    )

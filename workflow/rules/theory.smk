@@ -55,6 +55,7 @@ rule theory_predict:
         summary=PATHS["ntk_summary"],
         runs=job_files("run"),
         metas=job_files("run_meta"),
+        code=stage_code("theory"),
     output:
         preds=job_files("theory_pred"),
         records=job_files("theory_record"),
@@ -86,6 +87,7 @@ rule theory_overlay_figure:
     input:
         preds=lambda wc: runs_of(wc.dataset, "theory_pred"),
         records=lambda wc: runs_of(wc.dataset, "theory_record"),
+        code=stage_code("theory_report"),
     output:
         pdf=PATHS["theory_overlay_pdf"],
         png=report(
@@ -115,6 +117,7 @@ rule theory_width_error_figure:
     input:
         preds=lambda wc: runs_of(wc.dataset, "theory_pred"),
         records=lambda wc: runs_of(wc.dataset, "theory_record"),
+        code=stage_code("theory_report"),
     output:
         pdf=PATHS["theory_width_pdf"],
         png=report(
@@ -142,6 +145,7 @@ rule theory_rates_table:
     input:
         preds=lambda wc: runs_of(wc.dataset, "theory_pred"),
         records=lambda wc: runs_of(wc.dataset, "theory_record"),
+        code=stage_code("theory_report"),
     output:
         md=report(
             PATHS["theory_table_md"],
