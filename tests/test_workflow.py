@@ -60,11 +60,13 @@ def test_full_paper_plan_packs_480_runs_into_60_jobs():
     counts = job_counts(proc.stdout + proc.stderr)
     assert counts["train"] == 3 * 4 * 5 and counts["theory_predict"] == 3 * 4 * 5
     assert counts["binarize"] == 3 and counts["ntk"] == 3
+    assert "theory_modes" not in counts  # a pack's train job writes its theory modes file
     # the plan still asks for every run file: all_runs depends on 480 of them (checked through the packs' outputs)
     proc = snakemake("-n", "--quiet", "rules", "--config", "train={granularity: run}")
     assert proc.returncode == 0, proc.stderr
     counts = job_counts(proc.stdout + proc.stderr)
     assert counts["train"] == 3 * 160 and counts["theory_predict"] == 3 * 160
+    assert counts["theory_modes"] == 3 * 4 * 5
 
 
 def test_paper_plan_on_a_cpu_host_warns_with_the_cost_and_the_fix():
@@ -137,8 +139,10 @@ def test_tiny_preset_runs_end_to_end(tiny_run):
 def test_one_run_per_job_gives_the_same_bytes_as_packs(tiny_run, tmp_path):
     """train.granularity: run (one job per run) writes run files byte-identical to the packed jobs' files, and asking
     for one run file under packs builds its whole pack."""
+    modes = sorted(p.relative_to(tiny_run) for p in (tiny_run / "results/theory").rglob("modes_*.parquet"))
+    assert len(modes) == 4  # widths × seeds, written by the packed train jobs
     proc = snakemake(
-        "all_runs", "-s", str(ROOT / "Snakefile"), "-d", str(tmp_path), "--cores", "2",
+        "all_runs", *map(str, modes), "-s", str(ROOT / "Snakefile"), "-d", str(tmp_path), "--cores", "2",
         "--configfile", str(ROOT / "workflow/presets/tiny.yaml"), "--config", "train={granularity: run}",
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -146,6 +150,9 @@ def test_one_run_per_job_gives_the_same_bytes_as_packs(tiny_run, tmp_path):
     single = sorted(p.relative_to(tmp_path) for p in (tmp_path / "results/runs").rglob("*.parquet"))
     assert packed == single and len(packed) == 8
     assert all((tiny_run / p).read_bytes() == (tmp_path / p).read_bytes() for p in packed)
+    # the theory modes a pack's train job writes equal those of the theory_modes rule (one job per run)
+    assert re.search(r"^(local)?rule theory_modes:", proc.stdout + proc.stderr, re.M)
+    assert all((tiny_run / p).read_bytes() == (tmp_path / p).read_bytes() for p in modes)
     metas = [json.loads((tiny_run / p).with_suffix(".json").read_text()) for p in packed]
     assert {m["pack_size"] for m in metas} == {2} and {m["lambda0_rows_source"] for m in metas} != {"computed"}
     assert {json.loads((tmp_path / p).with_suffix(".json").read_text())["pack_size"] for p in single} == {1}

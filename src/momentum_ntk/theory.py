@@ -62,6 +62,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -696,6 +697,28 @@ def _load_ntk(spectrum: str, eigvecs: str, n: int) -> tuple[np.ndarray, np.ndarr
     return lam, V
 
 
+def modes_of_job(X: np.ndarray, y: np.ndarray, W0: np.ndarray, a: np.ndarray, *, spectrum: str | Path,
+                 eigvecs: str | Path, dataset: str, seed: int, out: str | Path, device: str = "cpu") -> dict[str, Any]:
+    """Expand Δ0 of one (dataset, width, seed) on H∞'s and H(0)'s eigenvectors (:func:`mode_table`) and write the
+    modes file; returns its metadata record. The one path from a job's arrays to the modes file: the theory stage's
+    ``modes`` command and a packed train job (which holds X, W(0) and a already) both call it."""
+    lam, V = _load_ntk(str(spectrum), str(eigvecs), X.shape[0])
+    table, meta = mode_table(X, y, W0, a, lam, V, device=device)
+    if abs(meta["coef_norm_ratio_inf"] - 1.0) > 1e-3:
+        raise UserError(
+            f"{eigvecs}: ‖Vᵀ Δ0‖/‖Δ0‖ = {meta['coef_norm_ratio_inf']:.6f}, not 1; the columns are not "
+            f"orthonormal eigenvectors of this dataset's H∞; {io.rebuild_fix(eigvecs)}"
+        )
+    meta |= {"dataset": dataset, "seed": int(seed)}
+    write_modes(out, table, meta)
+    print(
+        f"modes: n={meta['n']} m={W0.shape[1]} seed={seed} loss0={meta['loss0']:.6g} "
+        f"pseudo_loss0={meta['pseudo_loss0']:.6g} lambda_min(H0)={meta['lambda_min_h0']:.4g} -> {out}",
+        file=sys.stderr,
+    )
+    return meta
+
+
 def cmd_modes(args: argparse.Namespace) -> int:
     from momentum_ntk import model
 
@@ -707,24 +730,14 @@ def cmd_modes(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     data = io.read_npz(args.data, ("X", "y"), what="binarized data file", fix=io.rebuild_fix(args.data))
     X, y = np.asarray(data["X"], dtype=np.float64), np.asarray(data["y"], dtype=np.float64)
-    lam, V = _load_ntk(args.spectrum, args.eigvecs, X.shape[0])
+    _load_ntk(args.spectrum, args.eigvecs, X.shape[0])  # a bad spectrum stops before the lease
     W0, a = model.init_params(X.shape[1], args.width, args.seed)
     from momentum_ntk.lease import check_gpu_held, device_lease  # a GPU job gets a device no concurrent job holds
 
     with device_lease(args.device) as device:
         check_gpu_held(args.gpus_held, device, "theory_modes")
-        table, meta = mode_table(X, y, W0, a, lam, V, device=device)
-    if abs(meta["coef_norm_ratio_inf"] - 1.0) > 1e-3:
-        raise UserError(
-            f"{args.eigvecs}: ‖Vᵀ Δ0‖/‖Δ0‖ = {meta['coef_norm_ratio_inf']:.6f}, not 1; the columns are not "
-            "orthonormal eigenvectors of this dataset's H∞; rerun the ntk stage"
-        )
-    meta |= {"dataset": Path(args.data).stem, "seed": int(args.seed)}
-    write_modes(args.out, table, meta)
-    print(
-        f"modes: n={meta['n']} m={args.width} seed={args.seed} loss0={meta['loss0']:.6g} "
-        f"pseudo_loss0={meta['pseudo_loss0']:.6g} lambda_min(H0)={meta['lambda_min_h0']:.4g} -> {args.out}"
-    )
+        modes_of_job(X, y, W0, a, spectrum=args.spectrum, eigvecs=args.eigvecs, dataset=Path(args.data).stem,
+                     seed=args.seed, out=args.out, device=device)  # fmt: skip
     return 0
 
 

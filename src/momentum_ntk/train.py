@@ -660,6 +660,11 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     ap.add_argument("--divergence-factor", type=float, default=1e6)
     ap.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True, help="tqdm bar on stderr")
+    # A packed job also expands Δ0 of its (dataset, width, seed) on the eigenvectors of H∞ and H(0) (the theory
+    # stage's modes file): it holds X, W(0) and a already, so the theory stage needs no job of its own for it.
+    ap.add_argument("--modes-out", type=Path, help="write the theory modes file of (dataset, width, seed) here")
+    ap.add_argument("--spectrum", type=Path, help="ntk stage's spectrum.parquet (with --modes-out)")
+    ap.add_argument("--eigvecs", type=Path, help="ntk stage's eigvecs.npy (with --modes-out)")
     return ap
 
 
@@ -750,6 +755,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise UserError("--width and --threads must be >= 1, --steps and --gram-every >= 0")
     if args.pack_size < 0 or args.sync_every < 1:
         raise UserError("--pack-size must be >= 0 (0: automatic) and --sync-every >= 1")
+    modes_args = [args.modes_out, args.spectrum, args.eigvecs]
+    if any(v is not None for v in modes_args) and not all(v is not None for v in modes_args):
+        raise UserError("--modes-out, --spectrum and --eigvecs go together (the theory modes of this job)")
     torch.set_num_threads(args.threads)
     runs = pack_runs(args)
     for run in runs:
@@ -783,6 +791,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             torch.cuda.synchronize(device)
         wall = time.perf_counter() - t0
         env = io.environment_record() | device_record(device)
+        if args.modes_out is not None:
+            from momentum_ntk.theory import modes_of_job
+
+            modes_of_job(X, y, W0, a, spectrum=args.spectrum, eigvecs=args.eigvecs, dataset=args.dataset,
+                         seed=args.seed, out=args.modes_out, device=device)  # fmt: skip
 
     steps_total = sum(max(df.attrs["steps_done"], 0) for df in frames)
     for run, df in zip(runs, frames):

@@ -220,9 +220,26 @@ def _train_job(wildcards):
     )
 
 
+# A packed train job also writes the theory modes file of its (dataset, width, seed) (theory.modes_of_job: Δ0 on
+# the eigenvectors of H∞ and H(0)): it holds X, W(0) and a already, and one process start-up per pack is saved. With
+# one job per run (train.granularity: run) the theory stage's own theory_modes rule writes it.
+TRAIN_MODES_INPUT = (
+    {"spectrum": PATHS["spectrum"], "eigvecs": PATHS["eigvecs"]} if PACKED else {}
+)
+TRAIN_MODES_OUTPUT = {"modes": PATHS["theory_modes"]} if PACKED else {}
+
+
+def train_modes_args(wildcards, input, output):
+    """The train CLI's modes options of a packed job ('' with one job per run)."""
+    if not PACKED:
+        return ""
+    return f"--modes-out {output.modes} --spectrum {input.spectrum} --eigvecs {input.eigvecs}"
+
+
 def train_mem_mb(wildcards):
-    """Host memory of one train job (MiB): one run's buffers at a time on a CPU, the data on a GPU job's host."""
-    return _train_job(wildcards).mem_mb()
+    """Host memory of one train job (MiB): one run's buffers at a time on a CPU, the data on a GPU job's host; a
+    packed job adds the theory modes' n×n eigendecomposition (ntk_mem_mb)."""
+    return _train_job(wildcards).mem_mb() + (ntk_mem_mb(wildcards) if PACKED else 0)
 
 
 def train_priority(wildcards):
@@ -240,8 +257,11 @@ def train_priority(wildcards):
 
 
 def train_runtime(wildcards):
-    """Wall-time limit of one train job (minutes, SLURM's -t): the pack's FLOP at a pessimistic rate, plus start-up."""
-    return _train_job(wildcards).runtime_min()
+    """Wall-time limit of one train job (minutes, SLURM's -t): the pack's FLOP at a pessimistic rate, plus start-up,
+    plus a packed job's theory modes (the theory_modes job's limit)."""
+    return _train_job(wildcards).runtime_min() + (
+        theory_modes_runtime(wildcards) if PACKED else 0
+    )
 
 
 # --- plan-time warning: the paper's grid on a host without a GPU -------------------------------------------------------

@@ -11,40 +11,44 @@ localrules:
     theory_rates_table,
 
 
-rule theory_modes:
-    """Δ0 = f(W(0)) − y on the eigenvectors of H∞ and of the finite-width H(0) for one (dataset, width, seed)."""
-    input:
-        data=PATHS["data"],
-        spectrum=PATHS["spectrum"],
-        eigvecs=PATHS["eigvecs"],
-    output:
-        modes=PATHS["theory_modes"],
-    log:
-        "results/logs/theory/{dataset}/modes_m{width}_s{seed}.log",
-    benchmark:
-        PATHS["bench_theory_modes"]
-    # Seconds each (one n×n eigendecomposition): run them as soon as the ntk stage is done, not after all training.
-    priority: 10
-    conda:
-        "../../envs/torch.yaml"
-    threads: eigh_threads
-    resources:
-        gpu=train_gpus(),
-        # H(0) and its eigendecomposition (~4 n² doubles, as the ntk stage) plus the n×m activation pattern
-        mem_mb=lambda wc: ntk_mem_mb(wc)
-        + plan.n_instances(wc.dataset, config["data"]["max_per_class"])
-        * int(wc.width)
-        * 8
-        // 2**20,
-        runtime=theory_modes_runtime,
-    params:
-        device=config["train"]["device"],
-    shell:
-        """
-        python -m momentum_ntk.theory modes --data {input.data} --spectrum {input.spectrum} \
-            --eigvecs {input.eigvecs} --width {wildcards.width} --seed {wildcards.seed} --device {params.device} \
-            --gpus-held {resources.gpu} --threads {threads} --out {output.modes} >{log} 2>&1
-        """
+# With packed train jobs (train.granularity: pack) the train job writes the modes file (it holds W(0) already);
+# with one job per run, this rule does.
+if not PACKED:
+
+    rule theory_modes:
+        """Δ0 = f(W(0)) − y on the eigenvectors of H∞ and of the finite-width H(0) for one (dataset, width, seed)."""
+        input:
+            data=PATHS["data"],
+            spectrum=PATHS["spectrum"],
+            eigvecs=PATHS["eigvecs"],
+        output:
+            modes=PATHS["theory_modes"],
+        log:
+            "results/logs/theory/{dataset}/modes_m{width}_s{seed}.log",
+        benchmark:
+            PATHS["bench_theory_modes"]
+        # Seconds each (one n×n eigendecomposition): run them as soon as the ntk stage is done, not after all training.
+        priority: 10
+        conda:
+            "../../envs/torch.yaml"
+        threads: eigh_threads
+        resources:
+            gpu=train_gpus(),
+            # H(0) and its eigendecomposition (~4 n² doubles, as the ntk stage) plus the n×m activation pattern
+            mem_mb=lambda wc: ntk_mem_mb(wc)
+            + plan.n_instances(wc.dataset, config["data"]["max_per_class"])
+            * int(wc.width)
+            * 8
+            // 2**20,
+            runtime=theory_modes_runtime,
+        params:
+            device=config["train"]["device"],
+        shell:
+            """
+            python -m momentum_ntk.theory modes --data {input.data} --spectrum {input.spectrum} \
+                --eigvecs {input.eigvecs} --width {wildcards.width} --seed {wildcards.seed} --device {params.device} \
+                --gpus-held {resources.gpu} --threads {threads} --out {output.modes} >{log} 2>&1
+            """
 
 
 rule theory_predict:

@@ -2,8 +2,8 @@
 # (a fixed), exact recursions of eqs. (3)-(5). Every run writes its own Parquet file and JSON sidecar.
 #
 # One job trains a pack: every run sharing (dataset, width, seed), hence X and W(0) (train.granularity: pack; with
-# `run`, one job per run). On a GPU the pack is one batch of (k, d, m) tensors; on a CPU its runs go one after another
-# in the same process. Either way a run's files are byte-identical to the run trained alone, and asking for one run
+# `run`, one job per run), and writes the theory modes file of its (dataset, width, seed). On a GPU the pack is one
+# batch of (k, d, m) tensors; on a CPU its runs go one after another in the same process. Either way a run's files are byte-identical to the run trained alone, and asking for one run
 # file builds its pack. Jobs that will use a GPU carry `gpu=1` and stop when they see no CUDA device; the package's
 # device lease gives concurrent jobs distinct GPUs (Snakemake counts GPUs but never assigns device ids).
 
@@ -11,9 +11,11 @@
 rule train:
     """A pack of training runs (or one): loss and max_r ‖w_r(t) − w_r(0)‖ every step, the Gram spectrum every K."""
     input:
+        **TRAIN_MODES_INPUT,
         data=PATHS["data"],
         summary=PATHS["ntk_summary"],
     output:
+        **TRAIN_MODES_OUTPUT,
         runs=job_files("run"),
         metas=job_files("run_meta"),
     log:
@@ -40,6 +42,7 @@ rule train:
         dtype=config["train"]["dtype"],
         device=config["train"]["device"],
         divergence_factor=config["train"]["divergence_factor"],
+        modes=train_modes_args,
     shell:
         """
         python -m momentum_ntk.train --data {input.data} --ntk-summary {input.summary} --dataset {wildcards.dataset} \
@@ -47,7 +50,8 @@ rule train:
             --eta-divisor {params.eta_divisors} --beta {params.betas} --steps {params.steps} \
             --gram-every {params.gram_every} --gram-max-n {params.gram_max_n} --gram-seed {params.gram_seed} \
             --dtype {params.dtype} --device {params.device} --gpus-held {resources.gpu} --threads {threads} \
-            --divergence-factor {params.divergence_factor} --out {output.runs} --meta {output.metas} >{log} 2>&1
+            --divergence-factor {params.divergence_factor} --out {output.runs} --meta {output.metas} \
+            {params.modes} >{log} 2>&1
         """
 
 
