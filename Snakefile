@@ -27,12 +27,13 @@ include: "workflow/rules/common.smk"
 
 wildcard_constraints:
     dataset="|".join(ALL_DATASETS),
-    method="gd|hb|nag",
+    method="|".join(method_names()),  # the optimizers of momentum_ntk.methods
     width=r"\d+",
     eta_divisor=r"\d+",
     beta=r"0\.\d+|0",  # plan.beta_name: positional decimals, never exponents
     seed=r"\d+",
     figure="|".join(FIGURES),
+    theory_figure="|".join(THEORY_FIGURES),
 
 
 include: "workflow/rules/data.smk"

@@ -83,17 +83,10 @@ def make_pack(
     device: torch.device,
     dtype: torch.dtype = torch.float32,
 ) -> tuple[train._Shared, train._Pack]:
-    """The training loop's own shared data and packed state, as train_many builds them."""
-    put = lambda v, dt=dtype: torch.tensor(v, dtype=dt, device=device)  # noqa: E731
-    m = W0.shape[1]
-    a_s64 = put(a / math.sqrt(m), torch.float64)
-    rows = np.arange(X.shape[0])
-    sh = train._Shared(
-        X=put(X), y=put(y), W0=put(W0), a_s=a_s64.to(dtype), a_s64=a_s64,
-        rows=put(rows, torch.int64), XXt_rows=put(X @ X.T, torch.float64),
-    )  # fmt: skip
-    p = train._new_pack(sh, specs, list(range(len(specs))))
-    return sh, p
+    """The training loop's own shared data and packed state (train.shared_state, train.new_pack), as train_many
+    builds them."""
+    sh = train.shared_state(X, y, W0, a, dtype=dtype, device=str(device))
+    return sh, train.new_pack(sh, specs)
 
 
 def step_fn(sh: train._Shared, p: train._Pack) -> Callable[[], None]:
@@ -101,12 +94,10 @@ def step_fn(sh: train._Shared, p: train._Pack) -> Callable[[], None]:
     copy happens once per train.SYNC_EVERY steps and is left out here)."""
     buf = torch.empty(p.k, 2, dtype=torch.float64, device=sh.X.device)
 
-    def step() -> None:
-        train._preactivations(sh, p)
-        train._residuals(sh, p)
-        buf.copy_(train._loss_and_max_dist(sh, p))
-        train._gradient(sh, p)
-        train._update(p, 1)
+    def step() -> None:  # the training loop's own two halves (train.forward, train.update), not a copy of them
+        metrics, _ = train.forward(sh, p)
+        buf.copy_(metrics)
+        train.update(sh, p, 1)
 
     return step
 
@@ -153,8 +144,10 @@ def bench_width(n: int, d: int, m: int, reps: int, device: torch.device, min_sec
         min_seconds,
     )
     del shk, pk, W, opt
-    train._preactivations(sh, p)
-    t |= race({"gram": lambda: train._track(sh, p)}, max(2, reps // 3), device)
+    # Gram tracking's own cost: the loop's forward half with tracking, minus the same half without it
+    t |= race({"fwd_gram": lambda: train.forward(sh, p, track=True), "fwd": lambda: train.forward(sh, p)},
+              max(2, reps // 3), device)  # fmt: skip
+    t["gram"] = max(t["fwd_gram"] - t["fwd"], 0.0)
 
     # end to end: train() per step at the default cadence, (T(2 CADENCE) - T(0)) / (2 CADENCE)
     def e2e(steps: int) -> Callable[[], object]:

@@ -316,3 +316,34 @@ def test_bad_theory_record_exits_2_naming_the_file(tmp_path: Path, capsys: pytes
     Path(argv[-1]).write_text(json.dumps(theory_record()))
     assert cli(claims.main, [*argv, str(tmp_path / "absent.json")]) == 2
     assert "absent.json" in capsys.readouterr().err
+
+
+def test_registry_is_the_one_definition_of_each_claim():
+    """Every claim is one record: unique id, its own thresholds (each used by its judging function and by no other
+    claim), table columns, and a 'how' text that the module docstring carries."""
+    import inspect
+
+    ids = [c.id for c in claims.REGISTRY]
+    assert len(ids) == len(set(ids)) == 6
+    names = [k for c in claims.REGISTRY for k in c.thresholds]
+    assert len(names) == len(set(names)) and list(claims.THRESHOLDS) == names
+    for c in claims.REGISTRY:
+        called = [getattr(claims, n) for n in c.judge.__code__.co_names if n.startswith("claim_")]
+        assert len(called) == 1, c.id
+        body = inspect.getsource(called[0])
+        for name in c.thresholds:
+            assert f'th["{name}"]' in body, (c.id, name)
+        assert {"dataset", "verdict", "reason"} <= set(c.columns)
+        assert f"``{c.id}``" in claims.__doc__ and c.how.split(".")[0] in " ".join(claims.__doc__.split())
+
+
+@pytest.mark.slow
+def test_claims_md_and_json_come_from_the_registry(tiny_run):
+    md = (tiny_run / "results/claims.md").read_text()
+    report = json.loads((tiny_run / "results/claims.json").read_text())
+    assert [c["id"] for c in report["claims"]] == [c.id for c in claims.REGISTRY]
+    for c in claims.REGISTRY:
+        assert f"## {c.id}: {c.statement} ({c.paper})" in md and c.how in md
+        rec = next(r for r in report["claims"] if r["id"] == c.id)
+        assert (rec["statement"], rec["paper"]) == (c.statement, c.paper)
+    assert report["thresholds"] == claims.THRESHOLDS

@@ -226,8 +226,9 @@ def test_finite_gram_and_projection() -> None:
 
     X, _ = _tiny_data(9, 5, seed=7)
     W0, _ = model.init_params(5, 300, 0)
-    H = th.finite_gram(X, W0)
-    assert torch.equal(H, model.gram_finite(torch.as_tensor(X), torch.as_tensor(W0)))
+    H = model.gram_finite(torch.as_tensor(X), torch.as_tensor(W0))
+    S = (X @ W0 >= 0).astype(np.float64)
+    np.testing.assert_allclose(H.numpy(), (X @ X.T) * (S @ S.T) / 300, rtol=1e-13, atol=1e-15)  # eq. (9) in NumPy
     V = np.linalg.qr(np.random.default_rng(0).standard_normal((9, 9)))[0].astype(np.float32)
     delta = np.random.default_rng(1).standard_normal(9)
     np.testing.assert_allclose(th.project(V, delta, block=4), V.astype(np.float64).T @ delta, rtol=1e-12)

@@ -70,7 +70,7 @@ def rel(a, b):
 @pytest.mark.parametrize("method,beta", [("gd", 0.0), ("hb", 0.9), ("nag", 0.9), ("nag", 0.5)])
 def test_matches_independent_reference_float64(problem, method, beta):
     X, y, W0, a, eta = problem
-    df = train.train(X, y, W0, a, method=method, eta=eta, beta=beta, steps=60)
+    df = train.train(X, y, W0, a, method=method, eta=eta, beta=beta, steps=60, gram_every=0)
     losses, dists, _ = ref_trajectory(X, y, W0, a, method, eta, beta, 60)
     assert list(df.columns) == list(train.COLUMNS)
     assert df["step"].tolist() == list(range(61)) and df["step"].dtype == np.int64
@@ -233,11 +233,19 @@ def test_gram_tracking_equals_direct_eigvalsh(problem):
     assert df["pattern_changed"].iloc[25] > 0  # patterns do move at this η
 
 
-def test_gram_exact_equals_model_gram(problem):
+def test_the_one_finite_gram_builder_is_exact(problem):
+    """model.gram_from_pattern (float32 co-activation counts, one pattern or a batch) and the in-place
+    model.gram_finite equal the float64 formula of eq. (9) bit for bit."""
     X, _, W0, _, _ = problem
     Xt = torch.tensor(X)
     S = model.activation_pattern(Xt, torch.tensor(W0))
-    assert torch.equal(train.gram_exact(Xt @ Xt.T, S), model.gram_from_pattern(Xt @ Xt.T, S))
+    Sf = S.to(torch.float64)
+    reference = (Xt @ Xt.T) * (Sf @ Sf.T) / S.shape[1]
+    assert torch.equal(model.gram_from_pattern(Xt @ Xt.T, S), reference)
+    assert torch.equal(model.gram_finite(Xt, torch.tensor(W0)), reference)
+    batch = torch.stack([S, ~S])
+    Sn = (~S).to(torch.float64)
+    assert torch.equal(model.gram_from_pattern(Xt @ Xt.T, batch)[1], (Xt @ Xt.T) * (Sn @ Sn.T) / S.shape[1])
 
 
 def test_gram_inf_closed_form_is_psd_with_half_diagonal(problem):

@@ -13,44 +13,9 @@ theorem's per-iteration exponent beside the fitted one in claim 1 (numbers only;
 ``--theory results/theory/<dataset>/<method>/m*_c*_b*_s*.json ...`` (optional: the records of ``theory predict --run``)
 adds claims 5 and 6.
 
-Claims (paper §4-§5) and how each is judged; every threshold is in :data:`THRESHOLDS` and printed in claims.md:
-
-1. ``linear_convergence`` (per dataset, method, m, η, β): HB and NAG converge linearly. Uses the aggregate stage's
-   per-seed least-squares fit of log L vs iteration, L the running minimum of the loss (its lower envelope: momentum
-   makes ℓ oscillate, and the envelope of an oscillating linear recursion decays exactly geometrically), over the
-   window from the first 10× drop of the loss to the end of the run or a detected floor. R² is that of the envelope
-   fit. holds: no seed diverged, every seed's ρ = exp(slope) < 1, the worst seed's R² ≥ r2_hold, the fitted window
-   spans ≥ min_decades of loss (all seeds) and covers ≥ min_coverage of the run before its floor (all seeds).
-   fails: a seed diverged; the envelope of a seed does not decay (ρ ≥ 1: no new low in the window, or the loss stalls
-   at a level ≥ stall_ratio·ℓ(0)); or a fit spanning ≥ min_decades has R² < r2_fail (a decay, but not a linear one).
-   Otherwise inconclusive (too little decay or too short a window to tell, R² in between, or the loss levels off
-   above max_floor_ratio·ℓ(0): a plateau, or a floor set by low precision such as TF32).
-2. ``nag_below_hb`` (per dataset, m, η, β): NAG's loss lies below HB's at the same iteration. Compared on iterations
-   where the two are not tied (steps 0 and 1 coincide by construction), both runs exist, and not both methods have
-   reached their loss floor yet (once both sit on a floor, which is lower is noise; a plateau of only one method is
-   compared in full). holds: the seed-mean NAG loss is below the seed-mean HB loss at ≥ frac_hold of them and every seed
-   pair has NAG below at ≥ seed_frac_hold of them. fails: mean NAG below at ≤ frac_fail of them, or NAG diverged where
-   HB did not. inconclusive: fewer than min_compared_steps compared iterations, HB diverged, or in between.
-3. ``distance_width_scaling`` (per dataset, method, η, β): max_r‖w_r(t) − w_r(0)‖ shrinks with m like O(1/√m).
-   Exponent: least-squares slope of log(final max distance) vs log m per seed. inconclusive: fewer than min_widths
-   widths or seed spread (std) > max_slope_std. holds: mean slope ≤ −1/2 + slope_tol and every seed's slope < 0.
-   fails otherwise. ``matches_minus_half`` says whether |slope + 1/2| ≤ slope_tol.
-4. ``gram_stays_pd`` (per dataset, method, m, η, β): H(t) stays positive definite with λmin(H(t)) ≥ λ0/2 (Lemma 3),
-   λ0 = lambda0_rows, λmin of H∞ on the tracked rows. holds: min over seeds and tracked steps of λmin(H(t))/λ0 ≥ ½.
-   fails: below ½. inconclusive: no tracked eigenvalue, λ0 missing, or a diverged run whose tracked minimum is ≥ ½.
-
-5. ``theorem_bound_holds`` (per dataset, method hb/nag, m, η, β; needs ``--theory``): the measured loss stays below the
-   bound of Theorem 1 (HB, eq. 28) / Theorem 2 (NAG, eq. 29), evaluated with the run's η (s = η, t = k√η), λ0 of H∞ and
-   ℓ̂(0) = ½Δ0ᵀH(0)Δ0 of the run's own initialisation, at every step with a finite measured loss. holds: every seed is
-   at or below the bound at every checked step. fails: some seed is above it at some step (the fraction of steps and
-   the first violation are reported). inconclusive: fewer than bound_min_steps checked steps. The theorems assume the
-   ODE damping α = λ0/2, i.e. β = (1 − √(λ0η/2))/(1 + √(λ0η/2)) (``beta_theorem``), and m = Ω(n⁶/λ0⁴); the runs use
-   the paper's experimental β and m, so this checks the bound as the paper applies it to its experiments.
-6. ``linearization_accurate`` (per dataset, method, m, η, β; needs ``--theory``): the NTK-linearized prediction with the
-   run's H(0) is within linear_relerr_max (relative) of the measured loss up to step T. T is each run's horizon from its
-   record (``theory predict --horizon-fraction``: the last step ≤ that fraction of the run before the loss falls below
-   1e-4·ℓ(0)). holds: every seed's max_{k ≤ T} |ℓ_lin(k) − ℓ(k)|/ℓ(k) ≤ linear_relerr_max. fails: every seed above it.
-   inconclusive: seeds disagree, or no seed has T ≥ min_horizon_steps. The H∞ prediction's error is reported beside.
+Claims (paper §4-§5): the records of :data:`REGISTRY`, one per claim, hold its statement, paper reference,
+thresholds, judging function, table columns and how it is judged; claims.md, claims.json and the list at the end
+of this docstring are generated from them. Each judging function's docstring has the details.
 
 Per dataset and claim: fails if any setting fails, holds if all hold, inconclusive otherwise.
 """
@@ -59,62 +24,21 @@ from __future__ import annotations
 
 import argparse
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from momentum_ntk.aggregate import (
-    PAIR_KEYS,
-    RUN_KEYS,
-    SETTING_KEYS,
-    fit_runs,
-    read_ntk_summary,
-    read_runs_table,
-    read_summary,
-    width_exponents,
-)
-from momentum_ntk import uncertainty
+from momentum_ntk.aggregate import read_ntk_summary, read_runs_table, read_summary
+from momentum_ntk.rates import fit_runs, width_exponents
+from momentum_ntk.tables import PAIR_KEYS, RUN_KEYS, SETTING_KEYS
+from momentum_ntk import defaults, uncertainty
 from momentum_ntk.errors import UserError, cli
 from momentum_ntk.io import atomic_path, read_record, rebuild_fix, write_json
 
 HOLDS, FAILS, INCONCLUSIVE = "holds", "fails", "inconclusive"
-
-THRESHOLDS: dict[str, float] = {
-    "r2_hold": 0.95,  # claim 1: worst seed's R² of the log-loss fit for 'holds'
-    "r2_fail": 0.80,  # claim 1: below this over >= min_decades the decay is clearly not linear
-    "min_decades": 2.0,  # claim 1: the fit window must span this many decades of loss
-    "min_coverage": 0.5,  # claim 1: window length / (steps before the floor or end of run)
-    "max_floor_ratio": 1e-4,  # claim 1: a loss plateau above this fraction of ℓ(0) is no numerical floor
-    "stall_ratio": 0.1,  # claim 1: a plateau at or above this fraction of ℓ(0) means the loss stopped decaying: fails
-    "frac_hold": 0.95,  # claim 2: fraction of compared iterations with mean NAG < mean HB for 'holds'
-    "seed_frac_hold": 0.90,  # claim 2: the same fraction for the worst seed pair
-    "frac_fail": 0.75,  # claim 2: at or below this, NAG is above HB too often: 'fails'
-    "min_compared_steps": 50,  # claim 2: fewer compared iterations is 'inconclusive'
-    "tie_rtol": 1e-12,  # claim 2: |NAG − HB| <= tie_rtol·HB counts as a tie (not compared)
-    "min_widths": 3,  # claim 3: widths needed for an exponent
-    "slope_tol": 0.15,  # claim 3: 'holds' needs slope <= -1/2 + slope_tol; 'matches' needs |slope + 1/2| <= it
-    "max_slope_std": 0.2,  # claim 3: larger seed spread is 'inconclusive'
-    "gram_ratio": 0.5,  # claim 4: Lemma 3's λmin(H(t)) >= λ0/2
-    "bound_min_steps": 10,  # claim 5: fewer checked steps (finite measured loss) is 'inconclusive'
-    "linear_relerr_max": 0.10,  # claim 6: max |ℓ_lin − ℓ|/ℓ up to T for 'holds' (0.10 = 10 %)
-    "min_horizon_steps": 10,  # claim 6: a horizon T shorter than this is 'inconclusive'
-}
-
-CLAIMS = {
-    "linear_convergence": ("HB and NAG converge linearly (training loss decays at a linear rate)", "§5.2, Fig. 2"),
-    "nag_below_hb": ("NAG's training loss lies below HB's at the same iteration, in every setting", "§5.2, Fig. 2"),
-    "distance_width_scaling": ("max_r ‖w_r(t) − w_r(0)‖ decreases with the width m, like O(1/√m)",
-                               "§5.2, Figs. 3-4, Lemmas 4 and 6"),
-    "gram_stays_pd": ("H(t) stays positive definite with λmin(H(t)) ≥ λ0/2 during training", "Lemma 3"),
-    "theorem_bound_holds": ("the measured loss stays below the bound of Theorem 1 (HB) / Theorem 2 (NAG) at every step",
-                            "Theorems 1-2, eqs. (28)-(29)"),
-    "linearization_accurate": (f"the NTK-linearized prediction (run's H(0)) is within "
-                               f"{THRESHOLDS['linear_relerr_max']:.0%} of the measured loss up to step T",
-                               "§3, eqs. (4)-(5), (9)"),
-}
-
 
 def _fmt(x: Any, nd: int = 3) -> str:
     if isinstance(x, (bool, np.bool_)):
@@ -130,8 +54,22 @@ def _fmt(x: Any, nd: int = 3) -> str:
 # The four claims
 
 
-def claim_linear(summary: pd.DataFrame, theorem: pd.DataFrame | None = None, th: dict = THRESHOLDS) -> pd.DataFrame:
-    """Claim 1 per setting from the aggregate summary (see module docstring)."""
+def claim_linear(summary: pd.DataFrame, theorem: pd.DataFrame | None = None, th: dict | None = None) -> pd.DataFrame:
+    """Claim 1 per setting from the aggregate summary.
+
+    ``linear_convergence`` (per dataset, method, m, η, β): HB and NAG converge linearly. Uses the aggregate
+    stage's per-seed least-squares fit of log L vs iteration, L the running minimum of the loss (its lower
+    envelope: momentum makes ℓ oscillate, and the envelope of an oscillating linear recursion decays exactly
+    geometrically), over the window from the first 10× drop of the loss to the end of the run or a detected
+    floor. R² is that of the envelope fit. holds: no seed diverged, every seed's ρ = exp(slope) < 1, the worst
+    seed's R² ≥ r2_hold, the fitted window spans ≥ min_decades of loss (all seeds) and covers ≥ min_coverage of
+    the run before its floor (all seeds). fails: a seed diverged; the envelope of a seed does not decay (ρ ≥ 1:
+    no new low in the window, or the loss stalls at a level ≥ stall_ratio·ℓ(0)); or a fit spanning ≥ min_decades
+    has R² < r2_fail (a decay, but not a linear one). Otherwise inconclusive (too little decay or too short a
+    window to tell, R² in between, or the loss levels off above max_floor_ratio·ℓ(0): a plateau, or a floor set
+    by low precision such as TF32).
+    """
+    th = THRESHOLDS if th is None else th
     rows = []
     for _, r in summary.iterrows():
         row = {k: r[k] for k in SETTING_KEYS}
@@ -217,8 +155,18 @@ def _first_floor(fits: pd.DataFrame) -> float:
     return float(np.nanmin(floors)) if np.isfinite(floors).any() else math.inf
 
 
-def claim_nag_below(runs: pd.DataFrame, th: dict = THRESHOLDS) -> pd.DataFrame:
-    """Claim 2 per (dataset, width, eta_divisor, beta) from the long run table (see module docstring)."""
+def claim_nag_below(runs: pd.DataFrame, th: dict | None = None) -> pd.DataFrame:
+    """Claim 2 per (dataset, width, eta_divisor, beta) from the long run table (see module docstring).
+
+    ``nag_below_hb`` (per dataset, m, η, β): NAG's loss lies below HB's at the same iteration. Compared on
+    iterations where the two are not tied (steps 0 and 1 coincide by construction), both runs exist, and not
+    both methods have reached their loss floor yet (once both sit on a floor, which is lower is noise; a plateau
+    of only one method is compared in full). holds: the seed-mean NAG loss is below the seed-mean HB loss at ≥
+    frac_hold of them and every seed pair has NAG below at ≥ seed_frac_hold of them. fails: mean NAG below at ≤
+    frac_fail of them, or NAG diverged where HB did not. inconclusive: fewer than min_compared_steps compared
+    iterations, HB diverged, or in between.
+    """
+    th = THRESHOLDS if th is None else th
     runs = runs.assign(method=runs["method"].str.lower())
     fits = fit_runs(runs[runs["method"].isin(["hb", "nag"])])
     rows = []
@@ -258,8 +206,15 @@ def claim_nag_below(runs: pd.DataFrame, th: dict = THRESHOLDS) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def claim_width_scaling(runs: pd.DataFrame, th: dict = THRESHOLDS) -> pd.DataFrame:
-    """Claim 3 per (dataset, method, eta_divisor, beta) from the long run table (see module docstring)."""
+def claim_width_scaling(runs: pd.DataFrame, th: dict | None = None) -> pd.DataFrame:
+    """Claim 3 per (dataset, method, eta_divisor, beta) from the long run table (see module docstring).
+
+    ``distance_width_scaling`` (per dataset, method, η, β): max_r‖w_r(t) − w_r(0)‖ shrinks with m like O(1/√m).
+    Exponent: least-squares slope of log(final max distance) vs log m per seed. inconclusive: fewer than
+    min_widths widths or seed spread (std) > max_slope_std. holds: mean slope ≤ −1/2 + slope_tol and every
+    seed's slope < 0. fails otherwise. ``matches_minus_half`` says whether |slope + 1/2| ≤ slope_tol.
+    """
+    th = THRESHOLDS if th is None else th
     runs = runs.assign(method=runs["method"].str.lower())
     expo = width_exponents(runs)
     keys = ["dataset", "method", "eta_divisor", "beta"]
@@ -320,8 +275,15 @@ def width_slopes(curves_by_dataset: dict[str, Any], fraction: float) -> dict[str
                  for p in ("lin_h0", "lin_inf")} for ds, pred in curves_by_dataset.items()}
 
 
-def claim_gram(summary: pd.DataFrame, runs: pd.DataFrame, th: dict = THRESHOLDS) -> pd.DataFrame:
-    """Claim 4 per setting: summary's min λmin(H)/λ0 plus tracked-step counts from the runs."""
+def claim_gram(summary: pd.DataFrame, runs: pd.DataFrame, th: dict | None = None) -> pd.DataFrame:
+    """Claim 4 per setting: summary's min λmin(H)/λ0 plus tracked-step counts from the runs.
+
+    ``gram_stays_pd`` (per dataset, method, m, η, β): H(t) stays positive definite with λmin(H(t)) ≥ λ0/2 (Lemma
+    3), λ0 = lambda0_rows, λmin of H∞ on the tracked rows. holds: min over seeds and tracked steps of
+    λmin(H(t))/λ0 ≥ ½. fails: below ½. inconclusive: no tracked eigenvalue, λ0 missing, or a diverged run whose
+    tracked minimum is ≥ ½.
+    """
+    th = THRESHOLDS if th is None else th
     runs = runs.assign(tracked=np.isfinite(runs["lambda_min_H"]))
     per_run = runs.groupby(RUN_KEYS, sort=True).agg(
         n_tracked=("tracked", "sum"), lambda_min=("lambda_min_H", "min"), lambda0=("lambda0_rows", "first"))
@@ -401,8 +363,19 @@ def read_theory_records(paths: Sequence[str]) -> pd.DataFrame:
     return pd.DataFrame([read_theory_record(p) for p in paths])
 
 
-def claim_bound(theory: pd.DataFrame, th: dict = THRESHOLDS) -> pd.DataFrame:
-    """Claim 5 per setting (HB and NAG): the measured loss never exceeds the theorem's bound (see module docstring)."""
+def claim_bound(theory: pd.DataFrame, th: dict | None = None) -> pd.DataFrame:
+    """Claim 5 per setting (HB and NAG): the measured loss never exceeds the theorem's bound (see module docstring).
+
+    ``theorem_bound_holds`` (per dataset, method hb/nag, m, η, β; needs ``--theory``): the measured loss stays
+    below the bound of Theorem 1 (HB, eq. 28) / Theorem 2 (NAG, eq. 29), evaluated with the run's η (s = η, t =
+    k√η), λ0 of H∞ and ℓ̂(0) = ½Δ0ᵀH(0)Δ0 of the run's own initialisation, at every step with a finite measured
+    loss. holds: every seed is at or below the bound at every checked step. fails: some seed is above it at some
+    step (the fraction of steps and the first violation are reported). inconclusive: fewer than bound_min_steps
+    checked steps. The theorems assume the ODE damping α = λ0/2, i.e. β = (1 − √(λ0η/2))/(1 + √(λ0η/2))
+    (``beta_theorem``), and m = Ω(n⁶/λ0⁴); the runs use the paper's experimental β and m, so this checks the
+    bound as the paper applies it to its experiments.
+    """
+    th = THRESHOLDS if th is None else th
     rows = []
     sub = theory[theory["method"].isin(["hb", "nag"])]
     for key, g in sub.groupby(SETTING_KEYS, sort=True):
@@ -432,8 +405,17 @@ def claim_bound(theory: pd.DataFrame, th: dict = THRESHOLDS) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def claim_linearization(theory: pd.DataFrame, th: dict = THRESHOLDS) -> pd.DataFrame:
-    """Claim 6 per setting: the H(0)-linearized loss is within linear_relerr_max of the measured one up to T."""
+def claim_linearization(theory: pd.DataFrame, th: dict | None = None) -> pd.DataFrame:
+    """Claim 6 per setting: the H(0)-linearized loss is within linear_relerr_max of the measured one up to T.
+
+    ``linearization_accurate`` (per dataset, method, m, η, β; needs ``--theory``): the NTK-linearized prediction
+    with the run's H(0) is within linear_relerr_max (relative) of the measured loss up to step T. T is each
+    run's horizon from its record (``theory predict --horizon-fraction``: the last step ≤ that fraction of the
+    run before the loss falls below 1e-4·ℓ(0)). holds: every seed's max_{k ≤ T} |ℓ_lin(k) − ℓ(k)|/ℓ(k) ≤
+    linear_relerr_max. fails: every seed above it. inconclusive: seeds disagree, or no seed has T ≥
+    min_horizon_steps. The H∞ prediction's error is reported beside.
+    """
+    th = THRESHOLDS if th is None else th
     x = th["linear_relerr_max"]
     rows = []
     for key, g in theory.groupby(SETTING_KEYS, sort=True):
@@ -478,7 +460,7 @@ def dataset_verdict(verdicts: Sequence[str]) -> str:
 
 def theorem_table(summary: pd.DataFrame, ntk: Sequence[dict]) -> pd.DataFrame:
     """Theorem per-iteration exponent per setting (NaN for a dataset without an NTK summary)."""
-    from momentum_ntk.figures import theorem_exponent  # the one definition of the theorem rates
+    from momentum_ntk.theory import theorem_rate  # the one definition of the theorem rates
 
     by_ds = {str(r["dataset"]): r for r in ntk}
     rows = []
@@ -488,26 +470,170 @@ def theorem_table(summary: pd.DataFrame, ntk: Sequence[dict]) -> pd.DataFrame:
             theo = math.nan
         else:
             eta = float(rec["eta"].get(str(int(r["eta_divisor"])), r["eta"]))
-            theo = theorem_exponent(str(r["method"]), float(rec["lambda0"]), eta)
+            theo = theorem_rate(str(r["method"]), float(rec["lambda0"]), eta)
         rows.append({**{k: r[k] for k in SETTING_KEYS}, "theorem_exponent": theo})
     return pd.DataFrame(rows, columns=[*SETTING_KEYS, "theorem_exponent"])
 
 
-def evaluate(summary: pd.DataFrame, runs: pd.DataFrame, ntk: Sequence[dict] = (), th: dict = THRESHOLDS,
+# --------------------------------------------------------------------------------------------------------------------
+# The registry: one record per claim. claims.md, claims.json and this module's docstring are generated from it.
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """What the judging functions read: the aggregate summary and long runs table, the theorem exponents per setting
+    (from the NTK summaries; None without them) and the theory stage's per-run records (None without them)."""
+
+    summary: pd.DataFrame
+    runs: pd.DataFrame
+    theorem: pd.DataFrame | None = None
+    theory: pd.DataFrame | None = None
+
+
+@dataclass(frozen=True)
+class Claim:
+    """One claim of the paper: its statement and where the paper makes it, its thresholds (name -> value, printed in
+    claims.md), the function that judges every setting (Evidence, thresholds -> DataFrame with 'verdict' and 'reason'),
+    the columns of its claims.md table and one text saying how it is judged."""
+
+    id: str
+    statement: str
+    paper: str
+    thresholds: dict[str, float]
+    judge: Callable[[Evidence, dict[str, float]], pd.DataFrame]
+    columns: tuple[str, ...]
+    how: str
+    needs_theory: bool = False  # judged only when the theory stage's records are given (--theory)
+
+
+_LINEAR_RELERR_MAX = 0.10
+
+REGISTRY: tuple[Claim, ...] = (
+    Claim(
+        "linear_convergence", "HB and NAG converge linearly (training loss decays at a linear rate)", "§5.2, Fig. 2",
+        {
+            "r2_hold": 0.95,  # worst seed's R² of the log-loss fit for 'holds'
+            "r2_fail": 0.80,  # below this over >= min_decades the decay is clearly not linear
+            "min_decades": 2.0,  # the fit window must span this many decades of loss
+            "min_coverage": 0.5,  # window length / (steps before the floor or end of run)
+            "max_floor_ratio": 1e-4,  # a loss plateau above this fraction of ℓ(0) is no numerical floor
+            "stall_ratio": 0.1,  # a plateau at or above this fraction of ℓ(0) means the loss stopped decaying: fails
+        },
+        lambda e, th: claim_linear(e.summary, e.theorem, th),
+        ("dataset", "method", "width", "eta_divisor", "beta", "verdict", "rho", "r2_min", "decades_min", "coverage",
+         "window", "floor_ratio_max", "osc_decades", "n_diverged", "theorem_exponent", "fitted_over_theorem",
+         "reason"),
+        "Fit: least squares of log L vs step, L = running minimum of the loss (its lower envelope, robust to the "
+        "oscillation of momentum), from the first 10× drop to the end or a detected floor; ρ = exp(slope), R² of that "
+        "fit. holds: no divergence, ρ < 1 for every seed, worst-seed R² ≥ r2_hold over ≥ min_decades, window ≥ "
+        "min_coverage of the run before its floor. fails: divergence, ρ ≥ 1 (no new low), a stall at ≥ "
+        "stall_ratio·ℓ(0), or R² < r2_fail over ≥ min_decades. A plateau above max_floor_ratio·ℓ(0) is inconclusive. "
+        "osc_decades: largest rise of ℓ above its running minimum in a window. η is shown as its divisor c in "
+        "η = 1/(cλm).",
+    ),
+    Claim(
+        "nag_below_hb", "NAG's training loss lies below HB's at the same iteration, in every setting", "§5.2, Fig. 2",
+        {
+            "frac_hold": 0.95,  # fraction of compared iterations with mean NAG < mean HB for 'holds'
+            "seed_frac_hold": 0.90,  # the same fraction for the worst seed pair
+            "frac_fail": 0.75,  # at or below this, NAG is above HB too often: 'fails'
+            "min_compared_steps": 50,  # fewer compared iterations is 'inconclusive'
+            "tie_rtol": 1e-12,  # |NAG − HB| <= tie_rtol·HB counts as a tie (not compared)
+        },
+        lambda e, th: claim_nag_below(e.runs, th),
+        ("dataset", "width", "eta_divisor", "beta", "verdict", "frac_mean_below", "seed_frac_min", "n_compared",
+         "ratio_at_last", "rho_hb", "rho_nag", "reason"),
+        "Compared on non-tied iterations until both methods have reached a loss floor. holds: mean NAG < mean HB at ≥ "
+        "frac_hold and every seed pair at ≥ seed_frac_hold. fails: ≤ frac_fail, or NAG alone diverged. ratio_at_last: "
+        "mean NAG / mean HB at the last compared iteration.",
+    ),
+    Claim(
+        "distance_width_scaling", "max_r ‖w_r(t) − w_r(0)‖ decreases with the width m, like O(1/√m)",
+        "§5.2, Figs. 3-4, Lemmas 4 and 6",
+        {
+            "min_widths": 3,  # widths needed for an exponent
+            "slope_tol": 0.15,  # 'holds' needs slope <= -1/2 + slope_tol; 'matches' needs |slope + 1/2| <= it
+            "max_slope_std": 0.2,  # larger seed spread is 'inconclusive'
+        },
+        lambda e, th: claim_width_scaling(e.runs, th),
+        ("dataset", "method", "eta_divisor", "beta", "verdict", "widths", "fit_step", "slope_mean", "slope_lo",
+         "slope_hi", "slope_ci_lo", "slope_ci_hi", "slope_std", "slope_min", "slope_max", "n_seeds",
+         "matches_minus_half", "reason"),
+        "Exponent = slope of log(final max distance) vs log m per seed. holds: mean ≤ −1/2 + slope_tol and every seed "
+        "< 0. inconclusive: < min_widths widths or std > max_slope_std. fails otherwise. Uncertainty of the mean "
+        "exponent (not used by the verdict): [slope_lo, slope_hi] is the union of the 95 % seed-bootstrap interval "
+        "[slope_ci_lo, slope_ci_hi] (whole seeds resampled) and the range over the width subsets that leave one width "
+        "out; fit_step: the step the distances are taken at.",
+    ),
+    Claim(
+        "gram_stays_pd", "H(t) stays positive definite with λmin(H(t)) ≥ λ0/2 during training", "Lemma 3",
+        {"gram_ratio": 0.5},  # Lemma 3's λmin(H(t)) >= λ0/2
+        lambda e, th: claim_gram(e.summary, e.runs, th),
+        ("dataset", "method", "width", "eta_divisor", "beta", "verdict", "gram_ratio_min", "gram_ratio_min_mean",
+         "positive_definite", "n_tracked_min", "reason"),
+        "λ0 = λmin(H∞) on the tracked rows (lambda0_rows). holds: min ratio ≥ gram_ratio; fails: below it.",
+    ),
+    Claim(
+        "theorem_bound_holds",
+        "the measured loss stays below the bound of Theorem 1 (HB) / Theorem 2 (NAG) at every step",
+        "Theorems 1-2, eqs. (28)-(29)",
+        {"bound_min_steps": 10},  # fewer checked steps (finite measured loss) is 'inconclusive'
+        lambda e, th: claim_bound(e.theory, th),
+        ("dataset", "method", "width", "eta_divisor", "beta", "verdict", "fraction_holds_min", "n_seeds_violated",
+         "n_seeds", "first_violation_step", "max_measured_over_bound", "beta_theorem", "reason"),
+        "Bound of eq. (28)/(29) with the run's η (t = k√η), λ0 of H∞ and ℓ̂(0) of the run's H(0), checked at every "
+        "step with a finite measured loss. holds: no seed ever above it; fails: any seed above it at any step "
+        "(fraction_holds_min: share of steps at or below it in the worst seed; max_measured_over_bound > 1 is a "
+        "violation, < 1 the closest approach). inconclusive: < bound_min_steps steps. The theorems assume α = λ0/2, "
+        "i.e. β = beta_theorem, and m = Ω(n⁶/λ0⁴); the runs use the paper's experimental β and m.",
+        needs_theory=True,
+    ),
+    Claim(
+        "linearization_accurate",
+        f"the NTK-linearized prediction (run's H(0)) is within {_LINEAR_RELERR_MAX:.0%} of the measured loss up to "
+        "step T",
+        "§3, eqs. (4)-(5), (9)",
+        {
+            "linear_relerr_max": _LINEAR_RELERR_MAX,  # max |ℓ_lin − ℓ|/ℓ up to T for 'holds' (0.10 = 10 %)
+            "min_horizon_steps": 10,  # a horizon T shorter than this is 'inconclusive'
+        },
+        lambda e, th: claim_linearization(e.theory, th),
+        ("dataset", "method", "width", "eta_divisor", "beta", "verdict", "relerr_h0_max", "relerr_h0_min",
+         "relerr_inf_max", "horizon_min", "n_compared", "n_seeds", "reason"),
+        "relerr = max over steps k ≤ T of |ℓ_lin(k) − ℓ(k)|/ℓ(k), ℓ_lin the NTK-linearized recursion with the run's "
+        "H(0) (relerr_inf: with H∞, for comparison). T: the run's horizon (last step ≤ analysis.theory_horizon of the "
+        "run before ℓ < 1e-4·ℓ(0)). holds: every seed ≤ linear_relerr_max; fails: every seed above it; inconclusive: "
+        "seeds disagree, or T < min_horizon_steps.",
+        needs_theory=True,
+    ),
+)  # fmt: skip
+CLAIMS: dict[str, Claim] = {c.id: c for c in REGISTRY}
+THRESHOLDS: dict[str, float] = {name: v for c in REGISTRY for name, v in c.thresholds.items()}
+
+
+def registry_doc() -> str:
+    """The claims list of the module docstring: one paragraph per registry record."""
+    import textwrap
+
+    out = []
+    for i, c in enumerate(REGISTRY, 1):
+        th = ", ".join(f"{k} = {v:g}" for k, v in c.thresholds.items())
+        text = f"{i}. ``{c.id}`` ({c.paper}): {c.statement}. {c.how} Thresholds: {th}."
+        out.append(textwrap.fill(text, width=118, subsequent_indent="   "))
+    return "\n".join(out)
+
+
+__doc__ = (__doc__ or "") + "\n" + registry_doc() + "\n"
+
+
+def evaluate(summary: pd.DataFrame, runs: pd.DataFrame, ntk: Sequence[dict] = (), th: dict | None = None,
              theory: pd.DataFrame | None = None) -> dict:
     """Claims 1-4, and 5-6 when ``theory`` records are given: {claim id: DataFrame of settings with 'verdict' and
     'reason' columns}."""
+    th = THRESHOLDS if th is None else th
     theorem = theorem_table(summary, ntk) if ntk else None
-    out = {
-        "linear_convergence": claim_linear(summary, theorem, th),
-        "nag_below_hb": claim_nag_below(runs, th),
-        "distance_width_scaling": claim_width_scaling(runs, th),
-        "gram_stays_pd": claim_gram(summary, runs, th),
-    }
-    if theory is not None:
-        out["theorem_bound_holds"] = claim_bound(theory, th)
-        out["linearization_accurate"] = claim_linearization(theory, th)
-    return out
+    evidence = Evidence(summary, runs, theorem, theory)
+    return {c.id: c.judge(evidence, th) for c in REGISTRY if theory is not None or not c.needs_theory}
 
 
 def _records(df: pd.DataFrame) -> list[dict[str, Any]]:
@@ -526,12 +652,13 @@ def _records(df: pd.DataFrame) -> list[dict[str, Any]]:
     return out
 
 
-def to_json(results: dict[str, pd.DataFrame], datasets: Sequence[str], th: dict = THRESHOLDS,
+def to_json(results: dict[str, pd.DataFrame], datasets: Sequence[str], th: dict | None = None,
             slopes: dict[str, Any] | None = None) -> dict[str, Any]:
     """The machine-readable twin of claims.md (NaN written as null); ``slopes``: :func:`width_slopes`."""
+    th = THRESHOLDS if th is None else th
     claims = []
     for cid, df in results.items():
-        statement, where = CLAIMS[cid]
+        statement, where = CLAIMS[cid].statement, CLAIMS[cid].paper
         by_ds = {}
         for ds in datasets:
             v = df.loc[df["dataset"] == ds, "verdict"].tolist() if not df.empty else []
@@ -546,25 +673,6 @@ def to_json(results: dict[str, pd.DataFrame], datasets: Sequence[str], th: dict 
                  | {k: v for k, v in f.items() if isinstance(v, list)} for p, f in by.items()}
             for ds, by in slopes.items()}
     return out
-
-
-MD_COLUMNS = {
-    "linear_convergence": ["dataset", "method", "width", "eta_divisor", "beta", "verdict", "rho", "r2_min",
-                           "decades_min", "coverage", "window", "floor_ratio_max", "osc_decades", "n_diverged",
-                           "theorem_exponent", "fitted_over_theorem", "reason"],
-    "nag_below_hb": ["dataset", "width", "eta_divisor", "beta", "verdict", "frac_mean_below", "seed_frac_min",
-                     "n_compared", "ratio_at_last", "rho_hb", "rho_nag", "reason"],
-    "distance_width_scaling": ["dataset", "method", "eta_divisor", "beta", "verdict", "widths", "fit_step",
-                               "slope_mean", "slope_lo", "slope_hi", "slope_ci_lo", "slope_ci_hi", "slope_std",
-                               "slope_min", "slope_max", "n_seeds", "matches_minus_half", "reason"],
-    "gram_stays_pd": ["dataset", "method", "width", "eta_divisor", "beta", "verdict", "gram_ratio_min",
-                      "gram_ratio_min_mean", "positive_definite", "n_tracked_min", "reason"],
-    "theorem_bound_holds": ["dataset", "method", "width", "eta_divisor", "beta", "verdict", "fraction_holds_min",
-                            "n_seeds_violated", "n_seeds", "first_violation_step", "max_measured_over_bound",
-                            "beta_theorem", "reason"],
-    "linearization_accurate": ["dataset", "method", "width", "eta_divisor", "beta", "verdict", "relerr_h0_max",
-                               "relerr_h0_min", "relerr_inf_max", "horizon_min", "n_compared", "n_seeds", "reason"],
-}
 
 
 def to_markdown(report: dict[str, Any], results: dict[str, pd.DataFrame]) -> str:
@@ -583,48 +691,15 @@ def to_markdown(report: dict[str, Any], results: dict[str, pd.DataFrame]) -> str
     lines += ["", "## Thresholds", "", "| name | value |", "| --- | --- |"]
     lines += [f"| {k} | {v:g} |" for k, v in report["thresholds"].items()]
     lines += ["", "How each threshold is used: module docstring of `momentum_ntk.claims`, and below per claim."]
-    doc = {
-        "linear_convergence": "Fit: least squares of log L vs step, L = running minimum of the loss (its lower "
-                              "envelope, robust to the oscillation of momentum), from the first 10× drop to the end "
-                              "or a detected floor; ρ = exp(slope), R² of that fit. holds: no divergence, ρ < 1 for "
-                              "every seed, worst-seed R² ≥ r2_hold over ≥ min_decades, window ≥ min_coverage of the "
-                              "run before its floor. fails: divergence, ρ ≥ 1 (no new low), a stall at ≥ "
-                              "stall_ratio·ℓ(0), or R² < r2_fail over ≥ min_decades. A plateau above "
-                              "max_floor_ratio·ℓ(0) is inconclusive. osc_decades: largest rise of ℓ above its running "
-                              "minimum in a window. η is shown as its divisor c in η = 1/(cλm).",
-        "nag_below_hb": "Compared on non-tied iterations until both methods have reached a loss floor. holds: mean NAG "
-                        "< mean HB at ≥ frac_hold and every seed pair at ≥ seed_frac_hold. fails: ≤ frac_fail, or NAG "
-                        "alone diverged. ratio_at_last: mean NAG / mean HB at the last compared iteration.",
-        "distance_width_scaling": "Exponent = slope of log(final max distance) vs log m per seed. holds: mean ≤ −1/2 + "
-                                  "slope_tol and every seed < 0. inconclusive: < min_widths widths or std > "
-                                  "max_slope_std. fails otherwise.",
-        "gram_stays_pd": "λ0 = λmin(H∞) on the tracked rows (lambda0_rows). holds: min ratio ≥ gram_ratio; fails: "
-                         "below it.",
-        "theorem_bound_holds": "Bound of eq. (28)/(29) with the run's η (t = k√η), λ0 of H∞ and ℓ̂(0) of the run's "
-                               "H(0), checked at every step with a finite measured loss. holds: no seed ever above it; "
-                               "fails: any seed above it at any step (fraction_holds_min: share of steps at or below "
-                               "it in the worst seed; max_measured_over_bound > 1 is a violation, < 1 the closest "
-                               "approach). inconclusive: < bound_min_steps steps. The theorems assume α = λ0/2, i.e. "
-                               "β = beta_theorem, and m = Ω(n⁶/λ0⁴); the runs use the paper's experimental β and m.",
-        "linearization_accurate": "relerr = max over steps k ≤ T of |ℓ_lin(k) − ℓ(k)|/ℓ(k), ℓ_lin the NTK-linearized "
-                                  "recursion with the run's H(0) (relerr_inf: with H∞, for comparison). T: the run's "
-                                  "horizon (last step ≤ analysis.theory_horizon of the run before ℓ < 1e-4·ℓ(0)). "
-                                  "holds: every seed ≤ linear_relerr_max; fails: every seed above it; inconclusive: "
-                                  "seeds disagree, or T < min_horizon_steps.",
-    }
-    doc["distance_width_scaling"] += (" Uncertainty of the mean exponent (not used by the verdict): [slope_lo, "
-                                       "slope_hi] is the union of the 95 % seed-bootstrap interval [slope_ci_lo, "
-                                       "slope_ci_hi] (whole seeds resampled) and the range over the width subsets that "
-                                       "leave one width out; fit_step: the step the distances are taken at.")
     for c in report["claims"]:
         df = results[c["id"]]
-        lines += ["", f"## {c['id']}: {c['statement']} ({c['paper']})", "", doc[c["id"]], ""]
+        lines += ["", f"## {c['id']}: {c['statement']} ({c['paper']})", "", CLAIMS[c["id"]].how, ""]
         if c["id"] == "linearization_accurate" and report.get("linearization_width_slopes"):
             lines += _slope_lines(report["linearization_width_slopes"]) + [""]
         if df.empty:
             lines.append("_no settings to judge_")
             continue
-        cols = [k for k in MD_COLUMNS[c["id"]] if k in df.columns]
+        cols = [k for k in CLAIMS[c["id"]].columns if k in df.columns]
         lines += ["| " + " | ".join(cols) + " |", "| " + " | ".join("---" for _ in cols) + " |"]
         for rec in df[cols].itertuples(index=False):
             cells = [f"**{x}**" if col == "verdict" else _fmt(x) for col, x in zip(cols, rec)]
@@ -652,7 +727,7 @@ def _slope_lines(slopes: dict[str, Any]) -> list[str]:
 # CLI
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="python -m momentum_ntk.claims", description=__doc__.split("\n\n")[0])
     ap.add_argument("--summary", nargs="+", required=True, help="per-dataset summary.parquet (aggregate stage)")
     ap.add_argument("--runs", nargs="+", required=True, help="per-dataset runs.parquet or all_runs.parquet")
@@ -662,10 +737,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--theory-pred", nargs="*", default=[],
                     help="per-run prediction Parquets (theory predict --run; optional): adds the width slope of the "
                          "linearization error with its uncertainty")
-    ap.add_argument("--horizon-fraction", type=float, default=0.5, help="analysis.theory_horizon (for the slope)")
+    ap.add_argument("--horizon-fraction", type=float, default=defaults.THEORY_HORIZON,
+                    help="analysis.theory_horizon (for the slope)")
     ap.add_argument("--out-md", required=True)
     ap.add_argument("--out-json", required=True)
-    args = ap.parse_args(argv)
+    return ap
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
 
     summary = pd.concat([read_summary(p) for p in args.summary], ignore_index=True)
     runs = pd.concat([read_runs_table(p) for p in args.runs], ignore_index=True)

@@ -37,32 +37,21 @@ import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
 from momentum_ntk import uncertainty  # noqa: E402
-from momentum_ntk.aggregate import read_ntk_summary, read_runs_table, read_summary, width_exponents  # noqa: E402
+from momentum_ntk.aggregate import read_ntk_summary, read_runs_table, read_summary  # noqa: E402
+from momentum_ntk.rates import width_exponents  # noqa: E402
 from momentum_ntk.errors import UserError, cli  # noqa: E402
 from momentum_ntk.io import atomic_path  # noqa: E402
-from momentum_ntk.theory import alpha_thm2, rho_nag, theorem_constants  # noqa: E402
+from momentum_ntk import methods  # noqa: E402
+from momentum_ntk.methods import HB_RHO, alpha_thm2, rho_nag  # noqa: E402
+from momentum_ntk.theory import theorem_rate  # noqa: E402
 
-METHOD_COLORS = {"hb": "#1f77b4", "nag": "#d62728", "gd": "#7f7f7f"}
-METHOD_LABELS = {"hb": "HB", "nag": "NAG", "gd": "GD"}
 MAX_POINTS = 1500  # points per plotted curve; longer runs are thinned evenly (first and last step kept)
 
 
 # --------------------------------------------------------------------------------------------------------------------
 # Theory (paper §4; formulas from momentum_ntk.theory)
 
-HB_RHO = 2.0 - math.sqrt(2.0)
 NAG_RHO_MAX = (11.0 - math.sqrt(73.0)) / 4.0
-
-
-def theorem_exponent(method: str, lambda0: float, eta: float) -> float:
-    """Per-iteration exponent c of the theorem's loss bound ℓ(k) ≲ e^{-c k}: ρ·√(λ0/2)·√η (NaN for other methods).
-
-    momentum_ntk.theory gives the exponent per unit ODE time; one iteration advances that time by √η.
-    """
-    m = method.lower()
-    if m not in ("hb", "nag"):
-        return math.nan
-    return float(theorem_constants(m, lambda0, eta, 1.0)[1] * math.sqrt(eta))
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -166,8 +155,8 @@ def figure1() -> plt.Figure:
     _style()
     alpha = np.linspace(1e-4, 0.5, 400)
     fig, ax = plt.subplots(figsize=(3.4, 2.5))
-    ax.plot(alpha, rho_nag(alpha), color=METHOD_COLORS["nag"], lw=1.8, label=r"$\rho^*_{NAG}(\alpha)$")
-    ax.axhline(HB_RHO, color=METHOD_COLORS["hb"], ls="--", lw=1.2, label=r"HB: $2-\sqrt{2}\approx%.4f$" % HB_RHO)
+    ax.plot(alpha, rho_nag(alpha), color=methods.get("nag").color, lw=1.8, label=r"$\rho^*_{NAG}(\alpha)$")
+    ax.axhline(HB_RHO, color=methods.get("hb").color, ls="--", lw=1.2, label=r"HB: $2-\sqrt{2}\approx%.4f$" % HB_RHO)
     ax.axhline(NAG_RHO_MAX, color="k", ls=":", lw=1.2, label=r"$(11-\sqrt{73})/4\approx%.4f$" % NAG_RHO_MAX)
     ax.set_xlim(0, 0.5)
     ax.set_xlabel(r"$\alpha = \sqrt{2\lambda_0 s}/4$")
@@ -194,26 +183,25 @@ def figure2(runs: pd.DataFrame, dataset: str) -> plt.Figure:
     _style()
     widths = sorted(runs["width"].unique())
     combos = sorted({(int(e), float(b)) for e, b in zip(runs["eta_divisor"], runs["beta"])})
-    methods = [m for m in ("hb", "nag", "gd") if m in set(runs["method"])] + sorted(
-        set(runs["method"]) - {"hb", "nag", "gd"})
+    present = methods.present(runs["method"])
     limits = {w: _loss_limits(runs[runs["width"] == w]) for w in widths}
     fig, axes = _grid(len(widths), len(combos))
     for i, w in enumerate(widths):
         for j, (e, b) in enumerate(combos):
             ax = axes[i, j]
             sub = runs[(runs["width"] == w) & (runs["eta_divisor"] == e) & (runs["beta"] == b)]
-            for m in methods:
+            for m in present:
                 g = sub[sub["method"] == m]
                 if g.empty:
                     continue
                 steps, vals = seed_matrix(g, "loss")
                 vals[vals <= 0] = np.nan
-                _band(ax, steps, vals, METHOD_COLORS.get(m, "k"), METHOD_LABELS.get(m, m), seeds=True)
+                _band(ax, steps, vals, methods.get(m).color, methods.get(m).label, seeds=True)
                 n_div = int(g.groupby("seed")["diverged"].first().sum())
                 if n_div:
-                    ax.text(0.97, 0.9 if m == "hb" else 0.8, f"{METHOD_LABELS.get(m, m)}: {n_div}/{vals.shape[0]} "
+                    ax.text(0.97, 0.9 if m == "hb" else 0.8, f"{methods.get(m).label}: {n_div}/{vals.shape[0]} "
                             "seeds diverged", transform=ax.transAxes, ha="right", fontsize=6.5,
-                            color=METHOD_COLORS.get(m, "k"))
+                            color=methods.get(m).color)
             ax.set_yscale("log")
             ax.set_ylim(*limits[w])
             ax.set_title(f"m={w}, {setting_label(e, b)}", fontsize=7.5)
@@ -234,7 +222,7 @@ def figure_distance(runs: pd.DataFrame, dataset: str, method: str) -> plt.Figure
     """Figs. 3/4: max_r ‖w_r(t) − w_r(0)‖ vs iteration for each width m; one panel per (η, β)."""
     _style()
     runs = runs[runs["method"] == method]
-    label = METHOD_LABELS.get(method, method)
+    label = methods.get(method).label
     if runs.empty:
         raise UserError(f"no {label} runs for dataset {dataset!r}; cannot draw its distance figure")
     combos = sorted({(int(e), float(b)) for e, b in zip(runs["eta_divisor"], runs["beta"])})
@@ -293,15 +281,15 @@ def interval_lines(last: pd.DataFrame, combos: list[tuple[int, float]]) -> str:
 def figure_width(runs: pd.DataFrame, dataset: str) -> plt.Figure:
     """Final max distance vs width m (log-log), one panel per method, with the fitted exponent beside −1/2."""
     _style()
-    methods = [m for m in ("hb", "nag") if m in set(runs["method"])] or sorted(set(runs["method"]))
+    present = methods.present(runs["method"])
     expo = width_exponents(runs)
     last = runs.sort_values(["method", "width", "eta_divisor", "beta", "seed", "step"]).groupby(
         ["method", "width", "eta_divisor", "beta", "seed"]).tail(1)
     last = last[~last["diverged"] & (last["max_dist"] > 0)]
     combos = sorted({(int(e), float(b)) for e, b in zip(runs["eta_divisor"], runs["beta"])})
     palette = dict(zip(combos, sns.color_palette("colorblind", len(combos))))
-    fig, axes = plt.subplots(1, len(methods), figsize=(3.3 * len(methods), 2.9), squeeze=False, sharey=True)
-    for k, m in enumerate(methods):
+    fig, axes = plt.subplots(1, len(present), figsize=(3.3 * len(present), 2.9), squeeze=False, sharey=True)
+    for k, m in enumerate(present):
         ax = axes[0, k]
         lm = last[last["method"] == m]
         for c in combos:
@@ -318,7 +306,7 @@ def figure_width(runs: pd.DataFrame, dataset: str) -> plt.Figure:
         ax.set_xscale("log")
         ax.set_yscale("log")
         ax.set_xlabel("width m")
-        ax.set_title(f"{METHOD_LABELS.get(m, m)}")
+        ax.set_title(f"{methods.get(m).label}")
         text = slope_text(expo.loc[expo["method"] == m, "slope"].to_numpy(dtype=float))
         ax.text(0.97, 0.97, text + interval_lines(lm, combos), transform=ax.transAxes, ha="right", va="top", fontsize=6.5,
                 bbox={"boxstyle": "round", "fc": "white", "ec": "0.7", "alpha": 0.9})
@@ -340,12 +328,12 @@ def figure_gram(runs: pd.DataFrame, dataset: str) -> plt.Figure:
     runs = runs[np.isfinite(runs["gram_ratio"])]
     if runs.empty:
         raise UserError(f"dataset {dataset!r}: no tracked Gram eigenvalues (lambda_min_H / lambda0_rows all NaN)")
-    methods = [m for m in ("hb", "nag") if m in set(runs["method"])] or sorted(set(runs["method"]))
+    present = methods.present(runs["method"])
     combos = sorted({(int(e), float(b)) for e, b in zip(runs["eta_divisor"], runs["beta"])})
     widths = sorted(runs["width"].unique())
     palette = dict(zip(widths, sns.color_palette("viridis", len(widths))))
-    fig, axes = _grid(len(methods), len(combos), panel_w=2.0, panel_h=1.8, sharey=True)
-    for i, m in enumerate(methods):
+    fig, axes = _grid(len(present), len(combos), panel_w=2.0, panel_h=1.8, sharey=True)
+    for i, m in enumerate(present):
         for j, (e, b) in enumerate(combos):
             ax = axes[i, j]
             for w in widths:
@@ -356,8 +344,8 @@ def figure_gram(runs: pd.DataFrame, dataset: str) -> plt.Figure:
                 steps, vals = seed_matrix(g, "gram_ratio")
                 _band(ax, steps, vals, palette[w], f"m={w}", seeds=False, ls="-")
             ax.axhline(0.5, color="k", ls="--", lw=1)
-            ax.set_title(f"{METHOD_LABELS.get(m, m)}, {setting_label(e, b)}", fontsize=7.5)
-            if i == len(methods) - 1:
+            ax.set_title(f"{methods.get(m).label}, {setting_label(e, b)}", fontsize=7.5)
+            if i == len(present) - 1:
                 ax.set_xlabel("iteration")
             if j == 0:
                 ax.set_ylabel(r"$\lambda_{min}(H(t))/\lambda_0$")
@@ -403,10 +391,10 @@ def empirical_vs_theorem(summaries: Sequence[pd.DataFrame], ntk: Sequence[dict])
             lam0 = float(rec["lambda0"])
             eta = float(rec["eta"].get(str(int(r["eta_divisor"])), r["eta"]))
             method = str(r["method"]).lower()
-            theo = theorem_exponent(method, lam0, eta)
+            theo = theorem_rate(method, lam0, eta)
             emp = -float(r["rate_slope_mean"])
             rows.append({
-                "dataset": ds, "method": METHOD_LABELS.get(method, method), "width": int(r["width"]),
+                "dataset": ds, "method": methods.get(method).label, "width": int(r["width"]),
                 "eta_divisor": int(r["eta_divisor"]), "beta": float(r["beta"]), "eta": eta, "lambda0": lam0,
                 "alpha": alpha_thm2(lam0, eta) if method == "nag" else math.nan,
                 "rho_theorem": (HB_RHO if method == "hb" else rho_nag(alpha_thm2(lam0, eta))

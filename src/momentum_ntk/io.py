@@ -195,3 +195,31 @@ def environment_record() -> dict[str, str]:
         except md.PackageNotFoundError:
             rec[pkg] = "not installed"
     return rec
+
+
+UNIT_NORM_TOL = 1e-6  # |‖x_i‖ − 1| allowed in binarized data (paper §3.1: every instance has unit norm)
+
+
+def read_binarized(path: str | os.PathLike[str], *, labels: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
+    """X (n, d) and y (n,), float64, from the binarize stage's ``.npz``: the one reader of binarized data. X must be
+    a non-empty 2-D finite array with unit-norm rows (paper §3.1), y one label per row (``labels=False``: X only, y
+    None). Every problem is a UserError naming the file and the command that rebuilds it."""
+    from momentum_ntk.errors import UserError
+
+    fix = rebuild_fix(path)
+    z = read_npz(path, ("X", "y") if labels else ("X",), what="binarized data file", fix=fix)
+    X = np.asarray(z["X"], dtype=np.float64)
+    if X.ndim != 2 or X.shape[0] < 1 or X.shape[1] < 1:
+        raise UserError(f"{path}: 'X' must be a non-empty 2-D array (n, d), got shape {X.shape}; {fix}")
+    if not np.all(np.isfinite(X)):
+        raise UserError(f"{path}: 'X' has NaN or infinite entries; {fix}")
+    dev = np.abs(np.linalg.norm(X, axis=1) - 1.0)
+    if dev.max() > UNIT_NORM_TOL:
+        i = int(np.argmax(dev))
+        raise UserError(f"{path}: row {i} of 'X' has norm {1 + dev[i]:.6g}, rows must have unit norm (paper §3.1); {fix}")
+    if not labels:
+        return X, None
+    y = np.asarray(z["y"], dtype=np.float64)
+    if y.shape != (X.shape[0],):
+        raise UserError(f"{path}: X {X.shape} and y {y.shape} do not form (n, d) and (n,); {fix}")
+    return X, y

@@ -297,6 +297,35 @@ def check_gpu_held(gpus_held: int, device: str, rule: str) -> None:
             f"snakemake ... --set-resources {rule}:gpu=0 --config train='{{device: cpu}}'"
         )
 
+def resolve_device(device: str) -> str:
+    """Resolve "auto" to "cuda" when a CUDA device is visible, else "cpu"; "cpu", "cuda", "cuda:<i>" pass through
+    (UserError for anything else, or for CUDA when torch sees none). The one device resolver of every stage."""
+    import torch
+
+    device = str(device).strip()
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device != "cpu" and not device.startswith("cuda"):
+        raise UserError(f"device {device!r} is not one of auto, cpu, cuda, cuda:<i>")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError(f"device {device!r} was asked for but torch sees no CUDA device; use --device auto or cpu")
+    return device
+
+
+@contextlib.contextmanager
+def job_device(requested: str, gpus_held: int, rule: str) -> Iterator[str]:
+    """The device of one workflow job, the one way every stage takes it: resolve ``requested`` (auto | cpu | cuda |
+    cuda:<i>), stop a job that holds ``gpus_held`` ≥ 1 GPUs but would compute on the CPU (:func:`check_gpu_held`),
+    and lease a CUDA device no concurrent job holds (:func:`device_lease`) for the ``with`` block."""
+    resolved = resolve_device(requested)
+    check_gpu_held(gpus_held, resolved, rule)
+    if resolved == "cpu":
+        yield "cpu"
+        return
+    with device_lease(resolved) as device:
+        yield device
+
+
 @contextlib.contextmanager
 def device_lease(
     requested: str = "auto",

@@ -39,11 +39,21 @@ def activation_pattern(X: torch.Tensor, W: torch.Tensor) -> torch.Tensor:
 
 
 def gram_from_pattern(XXt: torch.Tensor, S: torch.Tensor) -> torch.Tensor:
-    """H = (X Xᵀ) ⊙ (S Sᵀ) / m for a precomputed Gram XXt (n, n) and a pattern S (n, m); result in XXt's dtype."""
-    Sf = S.to(XXt.dtype)
-    return XXt * (Sf @ Sf.T) / S.shape[1]
+    """H = (X Xᵀ) ⊙ (S Sᵀ) / m in XXt's dtype, from a precomputed XXt (n, n) and one pattern S (n, m) or a batch
+    (k, n, m), giving (n, n) or (k, n, n). S Sᵀ counts co-activations, integers ≤ m, so below m = 2^24 a float32 GEMM
+    computes it exactly at half the cost (and in any summation order); the result is the same bit for bit."""
+    m = S.shape[-1]
+    Sf = S.to(torch.float32 if m < 2**24 else XXt.dtype)
+    return XXt * (Sf @ Sf.transpose(-1, -2)).to(XXt.dtype) / m
 
 
 def gram_finite(X: torch.Tensor, W: torch.Tensor) -> torch.Tensor:
-    """Finite-width Gram matrix H(W) (n, n) of eq. (9)."""
-    return gram_from_pattern(X @ X.T, activation_pattern(X, W))
+    """Finite-width Gram matrix H(W) (n, n) of eq. (9) in X's dtype, built in place: peak memory ≈ two n×n matrices
+    besides the pattern, equal bit for bit to :func:`gram_from_pattern` (the one builder every stage uses)."""
+    S = activation_pattern(X, W)
+    m = S.shape[1]
+    Sf = S.to(torch.float32 if m < 2**24 else X.dtype)
+    del S
+    H = (Sf @ Sf.T).to(X.dtype)
+    del Sf
+    return H.mul_(X @ X.T).div_(m)

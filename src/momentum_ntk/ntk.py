@@ -46,11 +46,11 @@ import pandas as pd
 import scipy.linalg
 import torch
 
-from momentum_ntk import io
+from momentum_ntk import defaults, io
 from momentum_ntk.errors import UserError, cli
 from momentum_ntk.model import gram_finite, init_params
 
-UNIT_NORM_TOL = 1e-6
+UNIT_NORM_TOL = io.UNIT_NORM_TOL
 """Largest accepted | ‖x_i‖ − 1 | for rows of the input file."""
 
 PARALLEL_COS = 1.0 - 1e-12
@@ -134,17 +134,6 @@ def max_offdiag_cosine(X: np.ndarray, block_rows: int = 1024) -> tuple[float, in
         if C[r, c] > best:
             best, pair = float(C[r, c]), (i0 + r, i0 + c)
     return best, pair[0], pair[1]
-
-
-def resolve_device(name: str) -> str:
-    """'auto' → 'cuda' when torch sees a GPU, else 'cpu'; 'cuda' without a GPU is a :class:`UserError`."""
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda" and not torch.cuda.is_available():
-        raise UserError("--device cuda: torch sees no CUDA GPU; use --device cpu or auto, or install a CUDA build")
-    if name not in ("cpu", "cuda"):
-        raise UserError(f"--device {name!r}: choose auto, cpu or cuda")
-    return name
 
 
 def ntk_spectrum(
@@ -298,21 +287,8 @@ def finite_width_gap(
 
 
 def load_inputs(path: str | Path) -> np.ndarray:
-    """X (n, d) float64 from a binarized ``.npz``; every problem is a :class:`UserError` naming the file."""
-    path = Path(path)
-    fix = io.rebuild_fix(path)
-    X = np.asarray(io.read_npz(path, ("X",), what="binarized data file", fix=fix)["X"], dtype=np.float64)
-    if X.ndim != 2 or X.shape[0] < 1 or X.shape[1] < 1:
-        raise UserError(f"{path}: 'X' must be a non-empty 2-D array (n, d), got shape {X.shape}; {fix}")
-    if not np.all(np.isfinite(X)):
-        raise UserError(f"{path}: 'X' has NaN or infinite entries; {fix}")
-    dev = np.abs(np.linalg.norm(X, axis=1) - 1.0)
-    if dev.max() > UNIT_NORM_TOL:
-        i = int(np.argmax(dev))
-        raise UserError(
-            f"{path}: row {i} of 'X' has norm {1 + dev[i]:.6g}, rows must have unit norm (paper §3.1); {fix}"
-        )
-    return X
+    """X (n, d) float64 from a binarized ``.npz`` (io.read_binarized: unit-norm rows; UserError naming the file)."""
+    return io.read_binarized(path, labels=False)[0]
 
 
 def write_eigvecs(path: str | Path, V: np.ndarray, dtype: str) -> None:
@@ -382,14 +358,14 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset", required=True, help="dataset name recorded in the summary")
     p.add_argument("--eta-divisors", type=int, nargs="+", default=[10, 20], help="c in η = 1/(c λm)")
     p.add_argument("--widths", type=int, nargs="+", default=[1000, 2000, 4000, 8000], help="m for Lemma 2")
-    p.add_argument("--gap-max-n", type=int, default=2000, help="most rows for the Lemma 2 check")
-    p.add_argument("--gap-seed", type=int, default=0, help="init seed (and row-subsample seed) for Lemma 2")
-    p.add_argument("--gram-max-n", type=int, default=2000, help="the train stage's Gram-tracking rows: at most this many")
-    p.add_argument("--gram-seed", type=int, default=0, help="the train stage's Gram-tracking row seed")
-    p.add_argument("--eigvec-dtype", choices=["float32", "float64"], default="float32")
+    p.add_argument("--gap-max-n", type=int, default=defaults.GAP_MAX_N, help="most rows for the Lemma 2 check")
+    p.add_argument("--gap-seed", type=int, default=defaults.GAP_SEED, help="init seed (and row-subsample seed) for Lemma 2")
+    p.add_argument("--gram-max-n", type=int, default=defaults.GRAM_MAX_N, help="the train stage's Gram-tracking rows: at most this many")
+    p.add_argument("--gram-seed", type=int, default=defaults.GRAM_SEED, help="the train stage's Gram-tracking row seed")
+    p.add_argument("--eigvec-dtype", choices=["float32", "float64"], default=defaults.EIGVEC_DTYPE)
     p.add_argument("--eigh-driver", choices=list(EIGH_DRIVERS), default="evr", help="LAPACK driver on the CPU")
     p.add_argument("--block-rows", type=int, default=1024, help="rows per block when building H∞")
-    p.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    p.add_argument("--device", default=defaults.DEVICE, help="auto, cpu, cuda or cuda:<i>")
     p.add_argument("--gpus-held", type=int, default=0, help="GPUs this job holds (Snakemake resources.gpu)")
     p.add_argument("--threads", type=int, default=None, help="CPU threads (torch and BLAS)")
     p.add_argument("--spectrum", required=True, help="output spectrum.parquet")
@@ -426,15 +402,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     t0 = time.perf_counter()
     args = _parser().parse_args(argv)
     _check_args(args)
-    device = resolve_device(args.device)
-    from momentum_ntk.lease import check_gpu_held
+    from momentum_ntk.lease import job_device  # concurrent GPU jobs get distinct devices
 
-    check_gpu_held(args.gpus_held, device, "ntk")
-    with contextlib.ExitStack() as stack:
-        if device == "cuda":  # concurrent GPU jobs get distinct devices (Snakemake assigns no device ids)
-            from momentum_ntk.lease import device_lease
-
-            device = stack.enter_context(device_lease("cuda"))
+    with job_device(args.device, args.gpus_held, "ntk") as device:
         return _run(args, device, t0)
 
 

@@ -49,7 +49,9 @@ import pandas as pd  # noqa: E402
 
 from momentum_ntk import uncertainty  # noqa: E402
 from momentum_ntk.errors import UserError, cli  # noqa: E402
-from momentum_ntk.figures import METHOD_LABELS, _style, eta_label, pick_dataset, save_figure  # noqa: E402
+from momentum_ntk import methods  # noqa: E402
+from momentum_ntk.figures import _style, eta_label, pick_dataset, save_figure  # noqa: E402
+from momentum_ntk.tables import DATASET_RUN_KEYS, DATASET_SETTING_KEYS, WIDTH_SERIES_KEYS  # noqa: E402
 from momentum_ntk.io import atomic_path, read_record, read_table, rebuild_fix  # noqa: E402
 from momentum_ntk.theory import (  # noqa: E402
     HORIZON_FLOOR_RATIO,
@@ -60,12 +62,11 @@ from momentum_ntk.theory import (  # noqa: E402
     max_relative_error,
 )
 
-SETTING = ["method", "width", "eta_divisor", "beta"]
-RUN = [*SETTING, "seed"]
-GROUP = ["method", "eta_divisor", "beta"]  # a width series
+SETTING = DATASET_SETTING_KEYS
+RUN = DATASET_RUN_KEYS
+GROUP = WIDTH_SERIES_KEYS  # a width series
 CURVE_COLUMNS = ("step", "loss_measured", *(f"loss_{p}" for p in PREDICTIONS), "bound_theorem")
 RECORD_KEYS = ("dataset", "method", "width", "eta_divisor", "eta", "beta", "seed", "steps", "lambda0")
-METHOD_ORDER = ("hb", "nag", "gd")
 
 # curve key -> (column, colour, line style, width, legend label)
 STYLE = {
@@ -136,8 +137,7 @@ def load_predictions(paths: Sequence[str | Path], dataset: str | None = None) ->
 
 
 def _methods(df: pd.DataFrame) -> list[str]:
-    present = set(df["method"])
-    return [m for m in METHOD_ORDER if m in present] + sorted(present - set(METHOD_ORDER))
+    return methods.present(df["method"])
 
 
 def setting_text(eta_divisor: int, beta: float) -> str:
@@ -310,8 +310,8 @@ def figure_overlay(pred: Predictions, *, seed: int | None = None, mean_seeds: bo
     hz = run_horizons(pred.curves, fraction, floor_ratio).groupby(GROUP)["horizon"].min()
     widths = sorted(curves["width"].unique())
     combos = sorted({(int(e), float(b)) for e, b in zip(curves["eta_divisor"], curves["beta"])})
-    methods = _methods(curves)
-    cols = [(e, b, m) for e, b in combos for m in methods]
+    present = _methods(curves)
+    cols = [(e, b, m) for e, b in combos for m in present]
     fig, axes = plt.subplots(len(widths), len(cols), figsize=(max(7.5, 2.3 * len(cols)), 1.9 * len(widths) + 1.1),
                              squeeze=False, sharex=True, layout="constrained")
     for i, w in enumerate(widths):
@@ -323,7 +323,7 @@ def figure_overlay(pred: Predictions, *, seed: int | None = None, mean_seeds: bo
                 ax.set_axis_off()
                 continue
             draw_overlay(ax, g, int(hz.get((m, e, b), -1)))
-            ax.set_title(f"{METHOD_LABELS.get(m, m)}, m={w}\n{setting_text(e, b)}", fontsize=7.5)
+            ax.set_title(f"{methods.get(m).label}, m={w}\n{setting_text(e, b)}", fontsize=7.5)
             if i == len(widths) - 1:
                 ax.set_xlabel("iteration k")
             if j == 0:
@@ -365,7 +365,6 @@ def figure_width_error(pred: Predictions, *, fraction: float = HORIZON_FRACTION,
     series = sorted({(m, int(e), float(b)) for m, e, b in zip(err["method"], err["eta_divisor"], err["beta"])},
                     key=lambda s: (_methods(err).index(s[0]), s[1], s[2]))
     colors = dict(zip(series, plt.get_cmap("tab10").colors * 3))
-    markers = {"hb": "o", "nag": "^", "gd": "s"}
     fits: dict[str, dict[str, float]] = {}
     fig, axes = plt.subplots(1, 2, figsize=(8.6, 3.6), squeeze=False, sharey=True)
     for ax, p in zip(axes[0], ("lin_h0", "lin_inf")):
@@ -376,10 +375,10 @@ def figure_width_error(pred: Predictions, *, fraction: float = HORIZON_FRACTION,
             g = g[np.isfinite(g[col]) & (g[col] > 0)]
             if g.empty:
                 continue
-            ax.scatter(g["width"], g[col], s=14, marker=markers.get(s[0], "o"), color=colors[s], alpha=0.55, lw=0)
+            ax.scatter(g["width"], g[col], s=14, marker=methods.get(s[0]).marker, color=colors[s], alpha=0.55, lw=0)
             gm = np.exp(np.log(g[col]).groupby(g["width"]).mean())
-            ax.plot(gm.index, gm.to_numpy(), "-", lw=0.9, color=colors[s], marker=markers.get(s[0], "o"), ms=3,
-                    label=f"{METHOD_LABELS.get(s[0], s[0])}, {setting_text(s[1], s[2])}, T={int(g['horizon'].min())}")
+            ax.plot(gm.index, gm.to_numpy(), "-", lw=0.9, color=colors[s], marker=methods.get(s[0]).marker, ms=3,
+                    label=f"{methods.get(s[0]).label}, {setting_text(s[1], s[2])}, T={int(g['horizon'].min())}")
         ok = err[np.isfinite(err[col]) & (err[col] > 0)]
         if ok["width"].nunique() >= 2:
             w = np.array(sorted(ok["width"].unique()), dtype=float)
@@ -513,7 +512,7 @@ def table_markdown(table: pd.DataFrame, dataset: str, fraction: float, floor_rat
         window = f"{r.window_start:.0f}–{r.window_end:.0f}" if math.isfinite(r.window_start) else "–"
         std = f" ± {r.rate_measured_std:.2g}" if math.isfinite(r.rate_measured_std) else ""
         lines.append(
-            f"| {METHOD_LABELS.get(r.method, r.method)} | {r.width} | 1/({r.eta_divisor}λm) = {r.eta:.3g} | "
+            f"| {methods.get(r.method).label} | {r.width} | 1/({r.eta_divisor}λm) = {r.eta:.3g} | "
             f"{r.beta:g} | {r.n_seeds} | {window} | {_g(r.rate_measured)}{std} | "
             f"{_pair(r.rate_lin_inf_window, r.rate_lin_inf_asymptotic)} | "
             f"{_pair(r.rate_lin_h0_window, r.rate_lin_h0_asymptotic)} | "

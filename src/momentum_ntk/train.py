@@ -55,11 +55,12 @@ import numpy as np
 import pandas as pd
 import torch
 
-from momentum_ntk import io, model, ntk
+from momentum_ntk import defaults, io, methods, model, ntk
 from momentum_ntk.errors import UserError, cli
+from momentum_ntk.tables import RUN_COLUMNS
+from momentum_ntk.lease import resolve_device  # noqa: F401  (the one resolver; train.resolve_device for callers)
 
-METHODS = ("gd", "hb", "nag")
-COLUMNS = ("step", "loss", "max_dist", "lambda_min_H", "lambda_max_H", "pattern_changed")
+COLUMNS = RUN_COLUMNS  # a run Parquet file's columns (momentum_ntk.tables)
 _ALIGN_BYTES = 256  # per-run slice alignment: MKL's (and cuBLAS's) kernel choice depends on it
 SYNC_EVERY = 50  # steps between host copies of the metrics (divergence is still found at the exact step)
 _SUM_BLOCK = 32  # rows per float32 partial sum in the max_dist reduction; partial sums are added in float64
@@ -70,7 +71,8 @@ _SUM_BLOCK = 32  # rows per float32 partial sum in the max_dist reduction; parti
 # --------------------------------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class RunSpec:
-    """One optimizer setting: method in METHODS, learning rate η > 0, momentum β in [0, 1) (ignored by GD)."""
+    """One optimizer setting: a method of the table (momentum_ntk.methods), learning rate η > 0, momentum β in [0, 1)
+    (ignored by GD)."""
 
     method: str
     eta: float
@@ -85,8 +87,8 @@ class RunSpec:
             if unknown:
                 raise UserError(f"run {run}: unknown keys {sorted(unknown)}; a run has method, eta, beta")
             spec = cls(str(run["method"]), float(run["eta"]), float(run.get("beta", 0.0)))
-        if spec.method not in METHODS:
-            raise UserError(f"method {spec.method!r} is not one of {', '.join(METHODS)}")
+        if spec.method not in methods.METHODS:
+            raise UserError(f"method {spec.method!r} is not one of {', '.join(methods.names())} (momentum_ntk.methods)")
         if not (math.isfinite(spec.eta) and spec.eta > 0):
             raise UserError(f"learning rate eta={spec.eta} must be a finite positive number")
         if not 0.0 <= spec.beta < 1.0:
@@ -94,12 +96,8 @@ class RunSpec:
         return spec
 
     def coefficients(self) -> tuple[float, float, float, float]:
-        """(β_b, ν, ρ, μ0): b(t) = g + β_b b(t−1), b(0) = μ0 g(0), W −= η (ν g + ρ b)."""
-        if self.method == "gd":
-            return 0.0, 0.0, 1.0, 1.0
-        if self.method == "hb":
-            return self.beta, 0.0, 1.0, 1.0
-        return self.beta, 1.0, self.beta, 0.0
+        """(β_b, ν, ρ, μ0): b(t) = g + β_b b(t−1), b(0) = μ0 g(0), W −= η (ν g + ρ b): the method's ``buffer``."""
+        return methods.get(self.method).buffer(self.beta)
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -259,21 +257,6 @@ def _loss_and_max_dist(sh: _Shared, p: _Pack) -> torch.Tensor:
     return torch.stack([loss, _col_sums_f64(p.G).amax(1).sqrt()], 1)
 
 
-def gram_exact(XXt: torch.Tensor, S: torch.Tensor) -> torch.Tensor:
-    """H = (X Xᵀ) ⊙ (S Sᵀ) / m in XXt's dtype (float64), equal bit for bit to ``model.gram_from_pattern``.
-
-    S is one pattern (n, m) or a batch (k, n, m), giving H (n, n) or (k, n, n). S Sᵀ counts co-activations, integers
-    ≤ m < 2^24, so a float32 GEMM computes it exactly at half the cost (and in any summation order).
-    """
-    m = S.shape[-1]
-    if m >= 2**24:
-        if S.dim() == 3:
-            return torch.stack([model.gram_from_pattern(XXt, s) for s in S])
-        return model.gram_from_pattern(XXt, S)
-    Sf = S.to(torch.float32)
-    return XXt * (Sf @ Sf.transpose(-1, -2)).to(XXt.dtype) / m
-
-
 def _track(sh: _Shared, p: _Pack) -> torch.Tensor:
     """(k, 3) float64 on the device: λmin(H), λmax(H) on the tracked rows and the fraction of S (n, m) changed since
     step 0, for every run of the pack in one batched computation (no host sync).
@@ -287,7 +270,7 @@ def _track(sh: _Shared, p: _Pack) -> torch.Tensor:
     if first:
         sh.S0 = S[0]
     changed = torch.ne(S, sh.S0).sum((1, 2)).to(torch.float64) / sh.S0.numel()
-    ev = torch.linalg.eigvalsh(gram_exact(sh.XXt_rows, S[:, sh.rows]))  # (k', n_s), ascending
+    ev = torch.linalg.eigvalsh(model.gram_from_pattern(sh.XXt_rows, S[:, sh.rows]))  # (k', n_s), ascending
     out = torch.stack([ev[:, 0], ev[:, -1], changed], 1)
     return out.expand(p.k, 3) if first else out
 
@@ -306,18 +289,6 @@ def resolve_dtype(dtype: str | torch.dtype | None, like: np.ndarray) -> torch.dt
     if out not in (torch.float32, torch.float64):
         raise UserError(f"dtype {dtype!r} is not supported; use float32 or float64")
     return out
-
-
-def resolve_device(device: str) -> str:
-    """Resolve "auto" to "cuda" when a CUDA device is visible, else "cpu"; "cpu", "cuda", "cuda:<i>" pass through."""
-    device = str(device).strip()
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device != "cpu" and not device.startswith("cuda"):
-        raise UserError(f"device {device!r} is not one of auto, cpu, cuda, cuda:<i>")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise UserError(f"device {device!r} was asked for but torch sees no CUDA device; use --device auto or cpu")
-    return device
 
 
 def tf32_state() -> dict[str, Any]:
@@ -391,11 +362,11 @@ def train_many(
     runs: Sequence[dict[str, Any] | RunSpec],
     *,
     steps: int,
-    gram_every: int = 0,
+    gram_every: int = defaults.GRAM_EVERY,
     gram_rows: Sequence[int] | np.ndarray | None = None,
     dtype: str | torch.dtype | None = None,
     device: str = "cpu",
-    divergence_factor: float = 1e6,
+    divergence_factor: float = defaults.DIVERGENCE_FACTOR,
     progress: bool = False,
     pack_size: int | None = None,
     sync_every: int = SYNC_EVERY,
@@ -421,31 +392,7 @@ def train_many(
         raise UserError(f"steps={steps} and gram_every={gram_every} must be >= 0")
     if pack_size is not None and pack_size < 1 or sync_every < 1:
         raise UserError(f"pack_size={pack_size} must be None or >= 1 and sync_every={sync_every} >= 1")
-    X, y, W0, a = (np.asarray(v) for v in (X, y, W0, a))
-    _check_inputs(X, y, W0, a)
-    tdtype = resolve_dtype(dtype, X)
-    dev = torch.device(resolve_device(device))
-    strict_float32()
-    n, m = X.shape[0], W0.shape[1]
-    rows = np.arange(n) if gram_rows is None else np.asarray(gram_rows, dtype=np.int64)
-    if rows.ndim != 1 or rows.size == 0 or rows.min() < 0 or rows.max() >= n:
-        raise UserError(f"gram_rows must be a non-empty list of row indices in [0, {n})")
-
-    # torch.tensor copies into torch's 64-byte aligned allocations: MKL results do not depend on NumPy's alignment.
-    def put(v: np.ndarray, dt: torch.dtype = tdtype) -> torch.Tensor:
-        return torch.tensor(v, dtype=dt, device=dev)
-
-    X64 = np.asarray(X, dtype=np.float64)
-    a_s64 = put(np.asarray(a, dtype=np.float64) / math.sqrt(m), torch.float64)
-    sh = _Shared(
-        X=put(X),
-        y=put(y),
-        W0=put(W0),
-        a_s=a_s64.to(tdtype),
-        a_s64=a_s64,
-        rows=put(rows, torch.int64),
-        XXt_rows=put(X64[rows] @ X64[rows].T, torch.float64),
-    )
+    sh = shared_state(X, y, W0, a, dtype=dtype, device=device, gram_rows=gram_rows)
     k = len(specs)
     tracked = {0, steps} | (set(range(0, steps + 1, gram_every)) if gram_every else set())
     log = _Log(k, steps, divergence_factor)
@@ -491,6 +438,57 @@ class _Log:
         return keep
 
 
+def shared_state(X: np.ndarray, y: np.ndarray, W0: np.ndarray, a: np.ndarray, *, dtype: str | torch.dtype | None,
+                 device: str, gram_rows: Sequence[int] | np.ndarray | None = None) -> _Shared:
+    """What every run of a pack shares, on the device: X (n, d), y (n,), W(0) (d, m), a/√m, the tracked rows and
+    their X·Xᵀ block (float64). Checks the inputs (UserError)."""
+    X, y, W0, a = (np.asarray(v) for v in (X, y, W0, a))
+    _check_inputs(X, y, W0, a)
+    tdtype = resolve_dtype(dtype, X)
+    dev = torch.device(resolve_device(device))
+    strict_float32()
+    n, m = X.shape[0], W0.shape[1]
+    rows = np.arange(n) if gram_rows is None else np.asarray(gram_rows, dtype=np.int64)
+    if rows.ndim != 1 or rows.size == 0 or rows.min() < 0 or rows.max() >= n:
+        raise UserError(f"gram_rows must be a non-empty list of row indices in [0, {n})")
+
+    # torch.tensor copies into torch's 64-byte aligned allocations: MKL results do not depend on NumPy's alignment.
+    def put(v: np.ndarray, dt: torch.dtype = tdtype) -> torch.Tensor:
+        return torch.tensor(v, dtype=dt, device=dev)
+
+    X64 = np.asarray(X, dtype=np.float64)
+    a_s64 = put(np.asarray(a, dtype=np.float64) / math.sqrt(m), torch.float64)
+    return _Shared(
+        X=put(X),
+        y=put(y),
+        W0=put(W0),
+        a_s=a_s64.to(tdtype),
+        a_s64=a_s64,
+        rows=put(rows, torch.int64),
+        XXt_rows=put(X64[rows] @ X64[rows].T, torch.float64),
+    )
+
+
+def new_pack(sh: _Shared, specs: Sequence[RunSpec | dict[str, Any]]) -> _Pack:
+    """Packed state of ``specs`` (every run from W(0)): the batch a pack trains, as train_many builds it."""
+    return _new_pack(sh, [RunSpec.of(r) for r in specs], list(range(len(specs))))
+
+
+def forward(sh: _Shared, p: _Pack, track: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The first half of one step at W(t): pre-activations and pattern, residual r = f(W(t)) − y, and the metrics
+    (k, 2) = (loss, max_r ‖w_r(t) − w_r(0)‖) as a device tensor; with ``track`` also the Gram record of H(t)."""
+    _preactivations(sh, p)
+    gram = _track(sh, p) if track else None
+    _residuals(sh, p)
+    return _loss_and_max_dist(sh, p), gram
+
+
+def update(sh: _Shared, p: _Pack, t: int) -> None:
+    """The second half: the gradient at W(t) and the method's buffer update to W(t+1) (eqs. 3-5)."""
+    _gradient(sh, p)
+    _update(p, t)
+
+
 def _train_pack(
     sh: _Shared, p: _Pack, steps: int, tracked: set[int], log: _Log, sync_every: int, bar: Any
 ) -> None:
@@ -500,11 +498,10 @@ def _train_pack(
     track: dict[int, torch.Tensor] = {}
     t0 = 0
     for t in range(steps + 1):
-        _preactivations(sh, p)
-        if t in tracked:
-            track[t] = _track(sh, p)
-        _residuals(sh, p)
-        buf[t - t0] = _loss_and_max_dist(sh, p)
+        metrics, gram = forward(sh, p, track=t in tracked)
+        if gram is not None:
+            track[t] = gram
+        buf[t - t0] = metrics
         if t - t0 + 1 == buf.shape[0] or t == steps:  # one host sync per chunk
             metrics = buf[: t - t0 + 1].cpu().numpy()
             keep = log.take(p.ids, t0, metrics, {s: v.cpu().numpy() for s, v in track.items()})
@@ -514,8 +511,7 @@ def _train_pack(
             if len(keep) < p.k:
                 p = _select(p, keep)
                 buf = buf.new_empty(buf.shape[0], p.k, 2)
-        _gradient(sh, p)
-        _update(p, t)
+        update(sh, p, t)
         bar.update(p.k)
 
 
@@ -529,11 +525,11 @@ def train(
     eta: float,
     beta: float,
     steps: int,
-    gram_every: int = 0,
+    gram_every: int = defaults.GRAM_EVERY,
     gram_rows: Sequence[int] | np.ndarray | None = None,
     dtype: str | torch.dtype | None = None,
     device: str = "cpu",
-    divergence_factor: float = 1e6,
+    divergence_factor: float = defaults.DIVERGENCE_FACTOR,
     progress: bool = False,
 ) -> pd.DataFrame:
     """Train one run (GD eq. 3, HB eq. 4 or NAG eq. 5) from W0 (d, m) on X (n, d), y (n,) with output weights a (m,).
@@ -640,25 +636,25 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--width", required=True, type=int, help="hidden width m")
     ap.add_argument("--seed", type=int, default=0, help="seed of W(0), a (model.init_params)")
     # One value per run of the pack (all runs share X, m and the seed, hence W(0)); a single value is one run.
-    ap.add_argument("--method", required=True, nargs="+", choices=METHODS, help="one per run")
+    ap.add_argument("--method", required=True, nargs="+", choices=methods.names(), help="one per run")
     ap.add_argument("--eta-divisor", type=int, nargs="+", default=None, help="η = summary['eta'][str(divisor)], per run")
     ap.add_argument("--eta", type=float, nargs="+", default=None, help="explicit learning rates (override divisors)")
     ap.add_argument("--beta", type=float, nargs="+", default=[0.0], help="momentum β, one per run")
     ap.add_argument("--out", required=True, type=Path, nargs="+", help="run Parquet, one per run")
     ap.add_argument("--meta", required=True, type=Path, nargs="+", help="run sidecar JSON, one per run")
-    ap.add_argument("--steps", type=int, default=1000)
-    ap.add_argument("--gram-every", type=int, default=50, help="track H(t) every this many steps (0: first and last)")
-    ap.add_argument("--gram-max-n", type=int, default=2000, help="track H(t) on at most this many rows")
-    ap.add_argument("--gram-seed", type=int, default=0)
-    ap.add_argument("--dtype", choices=("float32", "float64"), default="float32")
-    ap.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:<i>")
+    ap.add_argument("--steps", type=int, default=defaults.STEPS)
+    ap.add_argument("--gram-every", type=int, default=defaults.GRAM_EVERY, help="track H(t) every this many steps (0: first and last)")
+    ap.add_argument("--gram-max-n", type=int, default=defaults.GRAM_MAX_N, help="track H(t) on at most this many rows")
+    ap.add_argument("--gram-seed", type=int, default=defaults.GRAM_SEED)
+    ap.add_argument("--dtype", choices=("float32", "float64"), default=defaults.DTYPE)
+    ap.add_argument("--device", default=defaults.DEVICE, help="auto | cpu | cuda | cuda:<i>")
     ap.add_argument("--gpus-held", type=int, default=0, help="GPUs this job holds (Snakemake resources.gpu)")
     ap.add_argument(
         "--pack-size", type=int, default=0, help="most runs batched together; 0: all on a GPU, 1 (one by one) on a CPU"
     )
     ap.add_argument("--sync-every", type=int, default=SYNC_EVERY, help="steps between host copies of the metrics")
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads")
-    ap.add_argument("--divergence-factor", type=float, default=1e6)
+    ap.add_argument("--divergence-factor", type=float, default=defaults.DIVERGENCE_FACTOR)
     ap.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True, help="tqdm bar on stderr")
     # A packed job also expands Δ0 of its (dataset, width, seed) on the eigenvectors of H∞ and H(0) (the theory
     # stage's modes file): it holds X, W(0) and a already, so the theory stage needs no job of its own for it.
@@ -702,13 +698,8 @@ def tracked_lambda0(args: argparse.Namespace, X: np.ndarray, rows: np.ndarray) -
 
 
 def load_data(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    """X (n, d) and y (n,) float64 from a binarized-data .npz."""
-    fix = io.rebuild_fix(path)
-    z = io.read_npz(path, ("X", "y"), what="binarized data file", fix=fix)
-    X, y = np.asarray(z["X"], dtype=np.float64), np.asarray(z["y"], dtype=np.float64)
-    if X.ndim != 2 or y.shape != (X.shape[0],):
-        raise UserError(f"{path}: X {X.shape} and y {y.shape} do not form (n, d) and (n,); {fix}")
-    return X, y
+    """X (n, d) and y (n,) float64 from a binarized-data .npz (io.read_binarized)."""
+    return io.read_binarized(path)
 
 
 def learning_rate(summary: Path | None, divisor: int | None, eta: float | None) -> float:
@@ -733,16 +724,12 @@ def learning_rate(summary: Path | None, divisor: int | None, eta: float | None) 
 def _device(requested: str, gpus_held: int) -> Iterator[tuple[str, float]]:
     """The concrete device ("cpu", or a CUDA device leased through momentum_ntk.lease) and the seconds spent creating
     its CUDA context (0 on the CPU), which the run's wall time leaves out."""
-    from momentum_ntk.lease import check_gpu_held
+    from momentum_ntk.lease import job_device
 
-    resolved = resolve_device(requested)
-    check_gpu_held(gpus_held, resolved, "train")
-    if resolved == "cpu":
-        yield "cpu", 0.0
-        return
-    from momentum_ntk.lease import device_lease
-
-    with device_lease(resolved) as dev:
+    with job_device(requested, gpus_held, "train") as dev:
+        if dev == "cpu":
+            yield "cpu", 0.0
+            return
         t0 = time.perf_counter()
         torch.zeros(1, device=dev)  # CUDA context creation
         torch.cuda.synchronize(dev)

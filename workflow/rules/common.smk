@@ -15,6 +15,7 @@ from snakemake.exceptions import WorkflowError
 SRC = Path(workflow.basedir) / "src"
 sys.path.insert(0, str(SRC))
 from momentum_ntk import plan
+from momentum_ntk.methods import names as method_names
 
 shell.prefix(f"set -euo pipefail; export PYTHONPATH='{SRC}'; ")
 
@@ -82,10 +83,8 @@ PATHS = {
     "theory_modes": "results/theory/{dataset}/modes_m{width}_s{seed}.parquet",
     "theory_pred": f"results/theory/{RUN}.parquet",
     "theory_record": f"results/theory/{RUN}.json",
-    "theory_overlay_pdf": "results/figures/theory_overlay_{dataset}.pdf",
-    "theory_overlay_png": "results/figures/theory_overlay_{dataset}.png",
-    "theory_width_pdf": "results/figures/theory_width_error_{dataset}.pdf",
-    "theory_width_png": "results/figures/theory_width_error_{dataset}.png",
+    "theory_figure_pdf": "results/figures/{theory_figure}_{dataset}.pdf",
+    "theory_figure_png": "results/figures/{theory_figure}_{dataset}.png",
     "theory_table_md": "results/figures/theory_rates_{dataset}.md",
     "theory_table_csv": "results/figures/theory_rates_{dataset}.csv",
 }
@@ -100,6 +99,12 @@ FIGURES = {
     "fig4_maxdist_nag": "fig4",
     "width_scaling": "width",
     "gram_lambda_min": "gram",
+}
+
+# Per-dataset theory figures: name in file paths -> `python -m momentum_ntk.theory_report <subcommand>`.
+THEORY_FIGURES = {
+    "theory_overlay": "overlay",
+    "theory_width_error": "width",
 }
 
 

@@ -6,8 +6,7 @@
 
 localrules:
     theory_predict,
-    theory_overlay_figure,
-    theory_width_error_figure,
+    theory_figure,
     theory_rates_table,
 
 
@@ -86,61 +85,36 @@ rule theory_predict:
         """
 
 
-rule theory_overlay_figure:
-    """Measured vs predicted loss, a panel per (m, η, β) and method, seed 0 (the smallest configured seed)."""
+rule theory_figure:
+    """A per-dataset theory figure: measured vs predicted loss, a panel per (m, η, β) and method, seed 0
+    (theory_overlay), or the max relative error of the linearized prediction up to T vs width, log-log, with the
+    fitted slope (theory_width_error)."""
     input:
         preds=lambda wc: runs_of(wc.dataset, "theory_pred"),
         records=lambda wc: runs_of(wc.dataset, "theory_record"),
         code=stage_code("theory_report"),
     output:
-        pdf=PATHS["theory_overlay_pdf"],
+        pdf=PATHS["theory_figure_pdf"],
         png=report(
-            PATHS["theory_overlay_png"],
+            PATHS["theory_figure_png"],
             category="Theory",
             subcategory="{dataset}",
-            labels={"dataset": "{dataset}", "figure": "theory_overlay"},
-            caption="../report/theory_overlay.rst",
+            labels={"dataset": "{dataset}", "figure": "{theory_figure}"},
+            caption="../report/theory_figure.rst",
         ),
     log:
-        "results/logs/figures/theory_overlay_{dataset}.log",
-    # The slowest figure (a panel per setting and width): first among the figures, so it does not end the workflow alone.
-    priority: 1
+        "results/logs/figures/{theory_figure}_{dataset}.log",
+    # The overlay (a panel per setting and width) is the slowest figure: first, so it does not end the workflow alone.
+    priority: lambda wc: 1 if wc.theory_figure == "theory_overlay" else 0
     conda:
         "../../envs/analysis.yaml"
     params:
+        subcommand=lambda wc: THEORY_FIGURES[wc.theory_figure],
         horizon=config["analysis"]["theory_horizon"],
     shell:
         """
-        python -m momentum_ntk.theory_report overlay --pred {input.preds} --horizon-fraction {params.horizon} \
-            --pdf {output.pdf} --png {output.png} >{log} 2>&1
-        """
-
-
-rule theory_width_error_figure:
-    """Max relative error of the linearized prediction up to T vs width (log-log), with the fitted slope."""
-    input:
-        preds=lambda wc: runs_of(wc.dataset, "theory_pred"),
-        records=lambda wc: runs_of(wc.dataset, "theory_record"),
-        code=stage_code("theory_report"),
-    output:
-        pdf=PATHS["theory_width_pdf"],
-        png=report(
-            PATHS["theory_width_png"],
-            category="Theory",
-            subcategory="{dataset}",
-            labels={"dataset": "{dataset}", "figure": "theory_width_error"},
-            caption="../report/theory_width_error.rst",
-        ),
-    log:
-        "results/logs/figures/theory_width_error_{dataset}.log",
-    conda:
-        "../../envs/analysis.yaml"
-    params:
-        horizon=config["analysis"]["theory_horizon"],
-    shell:
-        """
-        python -m momentum_ntk.theory_report width --pred {input.preds} --horizon-fraction {params.horizon} \
-            --pdf {output.pdf} --png {output.png} >{log} 2>&1
+        python -m momentum_ntk.theory_report {params.subcommand} --pred {input.preds} \
+            --horizon-fraction {params.horizon} --pdf {output.pdf} --png {output.png} >{log} 2>&1
         """
 
 
@@ -178,13 +152,21 @@ rule theory_rates_table:
 rule theory_overlay:
     """Measured vs predicted loss curves (linearized H∞/H(0), ODE with both α, theorem bound), every dataset."""
     input:
-        expand(PATHS["theory_overlay_png"], dataset=DATASETS),
+        expand(
+            PATHS["theory_figure_png"],
+            theory_figure="theory_overlay",
+            dataset=DATASETS,
+        ),
 
 
 rule theory_width_error:
     """Linearization error vs width m with the fitted slope (NTK theory: −1/2), every dataset."""
     input:
-        expand(PATHS["theory_width_png"], dataset=DATASETS),
+        expand(
+            PATHS["theory_figure_png"],
+            theory_figure="theory_width_error",
+            dataset=DATASETS,
+        ),
 
 
 rule theory_table:

@@ -1,0 +1,300 @@
+"""The theory next to a run: the initial residual on the eigenvectors of H∞ and H(0) (the modes of one
+initialisation), the predicted loss curves and rates of one run, and how they compare with its measured loss
+(relative errors up to the horizon T, the theorem bound's check). Pure functions of arrays and frames; the theory
+stage (momentum_ntk.theory) reads and writes the files.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from momentum_ntk import defaults
+from momentum_ntk.dynamics import (
+    _check_method,
+    alpha_damping_from_beta,
+    linear_loss,
+    linear_rate,
+    ode_loss,
+    ode_rate,
+    theorem_bound,
+    theorem_rate,
+)
+from momentum_ntk.methods import alpha_thm2, rho_nag
+
+PREDICTIONS = ("lin_inf", "lin_h0", "ode_beta", "ode_paper")
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Comparisons with a measured run
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def relative_error(measured: np.ndarray, predicted: np.ndarray) -> np.ndarray:
+    """Signed relative error (predicted − measured)/measured, NaN where the measured loss is missing or ≤ 0."""
+    meas = np.asarray(measured, dtype=np.float64)
+    pred = np.asarray(predicted, dtype=np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(np.isfinite(meas) & (meas > 0), (pred - meas) / meas, np.nan)
+
+
+def max_relative_error(table: pd.DataFrame, prediction: str = "lin_h0", upto: int | None = None) -> float:
+    """max |relative error| of ``loss_<prediction>`` vs ``loss_measured`` over steps ≤ ``upto`` (NaN if no data)."""
+    rows = table if upto is None else table[table["step"] <= upto]
+    err = np.abs(relative_error(rows["loss_measured"].to_numpy(), rows[f"loss_{prediction}"].to_numpy()))
+    err = err[np.isfinite(err)]
+    return float(err.max()) if err.size else math.nan
+
+
+def bound_check(table: pd.DataFrame, upto: int | None = None) -> dict[str, Any]:
+    """Does the measured loss stay below ``bound_theorem``?
+
+    Returns ``{"steps_checked", "fraction_holds", "first_violation_step"}`` (step None if it always holds) over the
+    steps ≤ ``upto`` with a finite measured loss and bound.
+    """
+    rows = table if upto is None else table[table["step"] <= upto]
+    meas, bound = rows["loss_measured"].to_numpy(), rows["bound_theorem"].to_numpy()
+    ok = np.isfinite(meas) & np.isfinite(bound)
+    holds = meas[ok] <= bound[ok]
+    steps = rows["step"].to_numpy()[ok]
+    bad = np.flatnonzero(~holds)
+    return {
+        "steps_checked": int(ok.sum()),
+        "fraction_holds": float(holds.mean()) if holds.size else math.nan,
+        "first_violation_step": int(steps[bad[0]]) if bad.size else None,
+    }
+
+
+def fit_rate(step: np.ndarray, loss: np.ndarray, lo: int, hi: int) -> float:
+    """Least-squares loss exponent per iteration −d ln ℓ / dk over steps lo ≤ k ≤ hi with finite ℓ > 0 (NaN if < 2)."""
+    step = np.asarray(step, dtype=np.float64)
+    loss = np.asarray(loss, dtype=np.float64)
+    ok = (step >= lo) & (step <= hi) & np.isfinite(loss) & (loss > 0)
+    if ok.sum() < 2:
+        return math.nan
+    slope = np.polyfit(step[ok], np.log(loss[ok]), 1)[0]
+    return float(-slope)
+
+
+HORIZON_FRACTION = defaults.THEORY_HORIZON  # default T: at most this fraction of the run ...
+HORIZON_FLOOR_RATIO = 1e-4  # ... and only while the measured loss stays above this fraction of ℓ(0)
+
+
+def horizon_step(
+    step: np.ndarray,
+    measured: np.ndarray,
+    fraction: float = HORIZON_FRACTION,
+    floor_ratio: float = HORIZON_FLOOR_RATIO,
+) -> int | None:
+    """Comparison horizon T: the last step k ≤ fraction·K (K: last step with a finite measured loss) such that every
+    measured loss up to k is finite and ≥ floor_ratio·ℓ(0).
+
+    Relative errors are only meaningful while the loss is well above its numerical floor (float32 rounding, a
+    plateau), and a diverged run has no loss after it stopped. None when not even step 0 qualifies.
+    """
+    step = np.asarray(step)
+    meas = np.asarray(measured, dtype=np.float64)
+    order = np.argsort(step, kind="stable")
+    step, meas = step[order], meas[order]
+    good = np.isfinite(meas) & (meas > 0)
+    if not good.size or not good[0]:
+        return None
+    resolved = good & (meas >= floor_ratio * meas[0])
+    n_ok = int(np.argmin(resolved)) if not resolved.all() else resolved.size  # length of the resolved prefix
+    last = float(step[np.flatnonzero(good)[-1]])
+    limit = math.floor(fraction * last)
+    within = step[:n_ok][step[:n_ok] <= limit]
+    return int(within[-1]) if within.size else int(step[0])
+
+
+def bound_margin(table: pd.DataFrame, upto: int | None = None) -> dict[str, Any]:
+    """Largest measured / bound ratio (> 1 means the bound is violated) and its step, over steps ≤ ``upto`` with a
+    finite measured loss and bound; also the measured loss over ℓ(0) at the first violation (None if none), which
+    says whether a violation happens while the loss is still large or only near its floor."""
+    rows = table if upto is None else table[table["step"] <= upto]
+    meas, bound = rows["loss_measured"].to_numpy(), rows["bound_theorem"].to_numpy()
+    ok = np.isfinite(meas) & np.isfinite(bound) & (bound > 0)
+    if not ok.any():
+        return {"max_ratio": None, "step_of_max": None, "measured_ratio_at_first_violation": None}
+    ratio = meas[ok] / bound[ok]
+    steps = rows["step"].to_numpy()[ok]
+    i = int(np.argmax(ratio))
+    bad = np.flatnonzero(ratio > 1.0)
+    loss0 = float(table["loss_measured"].iloc[0])
+    at_first = float(meas[ok][bad[0]] / loss0) if bad.size and loss0 > 0 else None
+    return {"max_ratio": float(ratio[i]), "step_of_max": int(steps[i]), "measured_ratio_at_first_violation": at_first}
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Modes of one initialisation, and predictions for one run
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def initial_residual(X: np.ndarray, y: np.ndarray, W0: np.ndarray, a: np.ndarray) -> np.ndarray:
+    """Δ_0 = f(W0, a, X) − y (n,), f = m^{-1/2} relu(X W0) a, in float64."""
+    m = W0.shape[1]
+    return np.maximum(X @ W0, 0.0) @ a / math.sqrt(m) - y
+
+
+def project(V: np.ndarray, delta: np.ndarray, block: int = 2048) -> np.ndarray:
+    """Coefficients Vᵀδ (n,) for V (n, n) of any float dtype (e.g. a float32 memory map), in float64, reading V in
+    row blocks so no float64 copy of V is made."""
+    out = np.zeros(V.shape[1])
+    for i in range(0, V.shape[0], block):
+        out += np.asarray(V[i : i + block], dtype=np.float64).T @ delta[i : i + block]
+    return out
+
+
+def mode_table(
+    X: np.ndarray,
+    y: np.ndarray,
+    W0: np.ndarray,
+    a: np.ndarray,
+    lambda_inf: np.ndarray,
+    eigvecs_inf: np.ndarray,
+    device: str = "cpu",
+) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """Δ_0's coefficients on H∞'s eigenvectors and on H(0)'s, plus the constants of this initialisation.
+
+    ``lambda_inf`` (n,) ascending with ``eigvecs_inf`` (n, n) columns. Row k pairs the k-th smallest eigenvalue of
+    H∞ and of H(0) (two independent orderings). H(0) eigenvalues are clipped at 0 (H(0) is PSD; eigh may give −1e-16).
+    Returns (DataFrame k, lambda_inf, coef_inf, lambda_h0, coef_h0; meta with loss0 = ½‖Δ_0‖²,
+    pseudo_loss0 = ½Δ_0ᵀH(0)Δ_0, lambda_min_h0, lambda_max_h0, n, d, width).
+    """
+    import torch
+
+    n, d = X.shape
+    delta0 = initial_residual(X, y, W0, a)
+    coef_inf = project(eigvecs_inf, delta0)
+    from momentum_ntk import model
+
+    h0 = model.gram_finite(torch.as_tensor(X, dtype=torch.float64, device=device),
+                           torch.as_tensor(W0, dtype=torch.float64, device=device))  # fmt: skip
+    d0 = torch.as_tensor(delta0, dtype=torch.float64, device=device)
+    pseudo_loss0 = 0.5 * float(d0 @ (h0 @ d0))
+    evals, evecs = torch.linalg.eigh(h0)
+    del h0
+    coef_h0 = (d0 @ evecs).cpu().numpy()
+    lam_h0 = np.clip(evals.cpu().numpy(), 0.0, None)
+    table = pd.DataFrame(
+        {
+            "k": np.arange(n, dtype=np.int64),
+            "lambda_inf": np.asarray(lambda_inf, dtype=np.float64),
+            "coef_inf": coef_inf,
+            "lambda_h0": lam_h0,
+            "coef_h0": coef_h0,
+        }
+    )
+    meta = {
+        "n": int(n),
+        "d": int(d),
+        "width": int(W0.shape[1]),
+        "loss0": 0.5 * float(delta0 @ delta0),
+        "pseudo_loss0": pseudo_loss0,
+        "lambda_min_h0": float(lam_h0[0]),
+        "lambda_max_h0": float(lam_h0[-1]),
+        "lambda_min_inf": float(np.min(lambda_inf)),
+        "coef_norm_ratio_inf": float(np.linalg.norm(coef_inf) / max(np.linalg.norm(delta0), 1e-300)),
+    }
+    return table, meta
+
+
+def predict_table(
+    modes: pd.DataFrame,
+    *,
+    method: str,
+    eta: float,
+    beta: float,
+    lambda0: float,
+    pseudo_loss0: float,
+    steps: int,
+    ode_gram: str = "inf",
+) -> pd.DataFrame:
+    """One row per step 0..steps: step, time (= k√η), loss_lin_inf, loss_lin_h0, loss_ode_beta, loss_ode_paper,
+    bound_theorem. The ODE columns use H∞'s modes (``ode_gram="inf"``) or H(0)'s (``"h0"``); NaN for GD."""
+    m = _check_method(method)
+    s = eta
+    k = np.arange(steps + 1, dtype=np.int64)
+    times = k * math.sqrt(s)
+    lam_inf, c_inf = modes["lambda_inf"].to_numpy(), modes["coef_inf"].to_numpy()
+    lam_h0, c_h0 = modes["lambda_h0"].to_numpy(), modes["coef_h0"].to_numpy()
+    out = {
+        "step": k,
+        "time": times,
+        "loss_lin_inf": linear_loss(lam_inf, c_inf, eta, beta, method, steps),
+        "loss_lin_h0": linear_loss(lam_h0, c_h0, eta, beta, method, steps),
+    }
+    if not m.has_ode:
+        nan = np.full(steps + 1, np.nan)
+        out |= {"loss_ode_beta": nan, "loss_ode_paper": nan.copy()}
+    else:
+        lam_o, c_o = (lam_inf, c_inf) if ode_gram == "inf" else (lam_h0, c_h0)
+        out["loss_ode_beta"] = ode_loss(lam_o, c_o, alpha_damping_from_beta(beta, s), s, method, times)
+        out["loss_ode_paper"] = ode_loss(lam_o, c_o, lambda0 / 2.0, s, method, times)
+    out["bound_theorem"] = theorem_bound(method, lambda0, s, pseudo_loss0, times)
+    return pd.DataFrame(out)
+
+
+def prediction_rates(
+    modes: pd.DataFrame, *, method: str, eta: float, beta: float, lambda0: float, ode_gram: str = "inf"
+) -> dict[str, Any]:
+    """Asymptotic loss exponents per iteration (ℓ(k) ∝ e^{−r k}) of every prediction, and the damping constants."""
+    m = _check_method(method)
+    s = eta
+    lam_inf, c_inf = modes["lambda_inf"].to_numpy(), modes["coef_inf"].to_numpy()
+    lam_h0, c_h0 = modes["lambda_h0"].to_numpy(), modes["coef_h0"].to_numpy()
+    rec: dict[str, Any] = {
+        "rate_lin_inf": linear_rate(lam_inf, eta, beta, method, c_inf),
+        "rate_lin_h0": linear_rate(lam_h0, eta, beta, method, c_h0),
+        "alpha_damping_beta": alpha_damping_from_beta(beta, s) if m.has_ode else None,
+        "alpha_damping_paper": lambda0 / 2.0,
+        "rate_ode_beta": None,
+        "rate_ode_paper": None,
+        "rate_theorem": theorem_rate(method, lambda0, s) if m.has_theorem else None,
+    }
+    if m.has_ode:
+        lam_o, c_o = (lam_inf, c_inf) if ode_gram == "inf" else (lam_h0, c_h0)
+        rec["rate_ode_beta"] = ode_rate(lam_o, rec["alpha_damping_beta"], s, method, c_o)
+        rec["rate_ode_paper"] = ode_rate(lam_o, lambda0 / 2.0, s, method, c_o)
+    if method == "nag":  # Theorem 2's own constants, for the record
+        rec["alpha_thm2"] = alpha_thm2(lambda0, s)
+        rec["rho_nag"] = rho_nag(rec["alpha_thm2"])
+    return rec
+
+
+def attach_run(pred: pd.DataFrame, run: pd.DataFrame) -> pd.DataFrame:
+    """Add ``loss_measured`` (NaN past the run's last step) and ``relerr_<prediction>`` = (pred − meas)/meas."""
+    meas = run.set_index("step")["loss"].astype(np.float64)
+    out = pred.copy()
+    out["loss_measured"] = meas.reindex(out["step"].to_numpy()).to_numpy()
+    for name in PREDICTIONS:
+        out[f"relerr_{name}"] = relative_error(out["loss_measured"].to_numpy(), out[f"loss_{name}"].to_numpy())
+    return out
+
+
+def comparison_record(
+    table: pd.DataFrame,
+    window: tuple[int, int],
+    horizon_fraction: float = HORIZON_FRACTION,
+    horizon_floor_ratio: float = HORIZON_FLOOR_RATIO,
+) -> dict[str, Any]:
+    """Window-fitted rates of the measured and predicted curves, max relative errors (over the whole run and up to the
+    horizon T of :func:`horizon_step`), the bound check and the bound margin."""
+    lo, hi = window
+    step = table["step"].to_numpy()
+    T = horizon_step(step, table["loss_measured"].to_numpy(), horizon_fraction, horizon_floor_ratio)
+    rec: dict[str, Any] = {
+        "window": [lo, hi],
+        "window_rate_measured": fit_rate(step, table["loss_measured"], lo, hi),
+        "horizon": {"step": T, "fraction": horizon_fraction, "floor_ratio": horizon_floor_ratio},
+    }
+    for name in PREDICTIONS:
+        rec[f"window_rate_{name}"] = fit_rate(step, table[f"loss_{name}"], lo, hi)
+        rec[f"max_relerr_{name}"] = max_relative_error(table, name)
+        rec[f"max_relerr_{name}_horizon"] = max_relative_error(table, name, upto=T) if T is not None else math.nan
+    rec["bound_check"] = bound_check(table)
+    rec["bound_margin"] = bound_margin(table)
+    return rec
