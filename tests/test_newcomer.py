@@ -163,3 +163,12 @@ def test_ci_runs_the_readme_commands_in_a_virtual_environment():
     assert "workflow/presets/quick.yaml" in run and "pytest" in test
     ci = (ROOT / ".ci/run").read_text().splitlines()
     assert test in ci
+
+
+def test_the_report_command_has_its_dependencies():
+    """`snakemake --report` (README) stops with 'Python package pygments must be installed' unless the package's own
+    dependencies bring it: a plain `pip install -e .` must be enough."""
+    import tomllib
+
+    deps = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    assert any(re.match(r"pygments\b", d) for d in deps)
