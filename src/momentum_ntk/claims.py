@@ -33,7 +33,7 @@ import pandas as pd
 
 from momentum_ntk.aggregate import read_ntk_summary, read_runs_table, read_summary
 from momentum_ntk.rates import fit_runs, width_exponents
-from momentum_ntk.tables import PAIR_KEYS, RUN_KEYS, SETTING_KEYS
+from momentum_ntk.tables import PAIR_KEYS, RUN_KEYS, SERIES_KEYS, SETTING_KEYS
 from momentum_ntk import defaults, uncertainty
 from momentum_ntk.errors import UserError, cli
 from momentum_ntk.io import atomic_path, read_record, rebuild_fix, write_json
@@ -217,7 +217,7 @@ def claim_width_scaling(runs: pd.DataFrame, th: dict | None = None) -> pd.DataFr
     th = THRESHOLDS if th is None else th
     runs = runs.assign(method=runs["method"].str.lower())
     expo = width_exponents(runs)
-    keys = ["dataset", "method", "eta_divisor", "beta"]
+    keys = SERIES_KEYS
     rows = []
     for key, g in runs.groupby(keys, sort=True):
         e = expo[(expo[keys] == list(key)).all(axis=1)] if not expo.empty else expo

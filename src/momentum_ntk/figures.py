@@ -39,6 +39,7 @@ import seaborn as sns  # noqa: E402
 from momentum_ntk import uncertainty  # noqa: E402
 from momentum_ntk.aggregate import read_ntk_summary, read_runs_table, read_summary  # noqa: E402
 from momentum_ntk.rates import width_exponents  # noqa: E402
+from momentum_ntk.tables import DATASET_RUN_KEYS, DATASET_SORT_KEYS  # noqa: E402
 from momentum_ntk.errors import UserError, cli  # noqa: E402
 from momentum_ntk.io import atomic_path  # noqa: E402
 from momentum_ntk import methods  # noqa: E402
@@ -283,8 +284,7 @@ def figure_width(runs: pd.DataFrame, dataset: str) -> plt.Figure:
     _style()
     present = methods.present(runs["method"])
     expo = width_exponents(runs)
-    last = runs.sort_values(["method", "width", "eta_divisor", "beta", "seed", "step"]).groupby(
-        ["method", "width", "eta_divisor", "beta", "seed"]).tail(1)
+    last = runs.sort_values(DATASET_SORT_KEYS).groupby(DATASET_RUN_KEYS).tail(1)
     last = last[~last["diverged"] & (last["max_dist"] > 0)]
     combos = sorted({(int(e), float(b)) for e, b in zip(runs["eta_divisor"], runs["beta"])})
     palette = dict(zip(combos, sns.color_palette("colorblind", len(combos))))

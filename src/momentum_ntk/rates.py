@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import pandas as pd
 
-from momentum_ntk.tables import RUN_KEYS, SORT_KEYS
+from momentum_ntk.tables import RUN_KEYS, SEED_SERIES_KEYS, SORT_KEYS
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -230,17 +230,17 @@ def width_exponents(runs: pd.DataFrame) -> pd.DataFrame:
     last = runs.sort_values(SORT_KEYS).groupby(RUN_KEYS, sort=True).tail(1)
     last = last[~last["diverged"] & np.isfinite(last["max_dist"]) & (last["max_dist"] > 0)]
     rows = []
-    for key, g in last.groupby(["dataset", "method", "eta_divisor", "beta", "seed"], sort=True):
+    for key, g in last.groupby(SEED_SERIES_KEYS, sort=True):
         w = g["width"].to_numpy(dtype=float)
         d = g["max_dist"].to_numpy(dtype=float)
         slope = float(np.polyfit(np.log(w), np.log(d), 1)[0]) if len(np.unique(w)) >= 2 else math.nan
         rows.append(
             {
-                **dict(zip(["dataset", "method", "eta_divisor", "beta", "seed"], key)),
+                **dict(zip(SEED_SERIES_KEYS, key)),
                 "n_widths": int(len(np.unique(w))),
                 "widths": ",".join(str(int(x)) for x in sorted(np.unique(w))),
                 "slope": slope,
             }
         )
-    cols = ["dataset", "method", "eta_divisor", "beta", "seed", "n_widths", "widths", "slope"]
+    cols = [*SEED_SERIES_KEYS, "n_widths", "widths", "slope"]
     return pd.DataFrame(rows, columns=cols)

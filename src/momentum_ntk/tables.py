@@ -22,6 +22,10 @@ PAIR_KEYS = ["dataset", "width", "eta_divisor", "beta"]
 DATASET_SETTING_KEYS = SETTING_KEYS[1:]
 DATASET_RUN_KEYS = [*DATASET_SETTING_KEYS, "seed"]
 WIDTH_SERIES_KEYS = ["method", "eta_divisor", "beta"]
+DATASET_SORT_KEYS = [*DATASET_RUN_KEYS, "step"]
+# Across datasets: a width series, and one seed's width series (what a width exponent is fitted to).
+SERIES_KEYS = ["dataset", *WIDTH_SERIES_KEYS]
+SEED_SERIES_KEYS = [*SERIES_KEYS, "seed"]
 
 # The sidecar fields aggregation copies onto every row of a run.
 SIDECAR_KEYS = ("dataset", "method", "width", "eta_divisor", "eta", "beta", "seed", "diverged", "lambda0_rows")

@@ -474,7 +474,7 @@ def rate_table(pred: Predictions, fraction: float = HORIZON_FRACTION,
     out.insert(0, "dataset", pred.dataset)
     out["measured_over_theorem"] = out["rate_measured"] / out["rate_theorem"]
     order = {m: i for i, m in enumerate(_methods(out))}
-    return out.sort_values(["method", "width", "eta_divisor", "beta"], key=lambda s: s.map(order) if
+    return out.sort_values(DATASET_SETTING_KEYS, key=lambda s: s.map(order) if
                            s.name == "method" else s).reset_index(drop=True)
 
 
