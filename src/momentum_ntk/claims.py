@@ -460,7 +460,7 @@ def dataset_verdict(verdicts: Sequence[str]) -> str:
 
 def theorem_table(summary: pd.DataFrame, ntk: Sequence[dict]) -> pd.DataFrame:
     """Theorem per-iteration exponent per setting (NaN for a dataset without an NTK summary)."""
-    from momentum_ntk.theory import theorem_rate  # the one definition of the theorem rates
+    from momentum_ntk.dynamics import theorem_rate  # the one definition of the theorem rates
 
     by_ds = {str(r["dataset"]): r for r in ntk}
     rows = []

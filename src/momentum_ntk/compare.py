@@ -12,9 +12,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from momentum_ntk import defaults
+from momentum_ntk import defaults, methods
 from momentum_ntk.dynamics import (
-    _check_method,
     alpha_damping_from_beta,
     linear_loss,
     linear_rate,
@@ -215,7 +214,7 @@ def predict_table(
 ) -> pd.DataFrame:
     """One row per step 0..steps: step, time (= k√η), loss_lin_inf, loss_lin_h0, loss_ode_beta, loss_ode_paper,
     bound_theorem. The ODE columns use H∞'s modes (``ode_gram="inf"``) or H(0)'s (``"h0"``); NaN for GD."""
-    m = _check_method(method)
+    m = methods.get(method)
     s = eta
     k = np.arange(steps + 1, dtype=np.int64)
     times = k * math.sqrt(s)
@@ -242,7 +241,7 @@ def prediction_rates(
     modes: pd.DataFrame, *, method: str, eta: float, beta: float, lambda0: float, ode_gram: str = "inf"
 ) -> dict[str, Any]:
     """Asymptotic loss exponents per iteration (ℓ(k) ∝ e^{−r k}) of every prediction, and the damping constants."""
-    m = _check_method(method)
+    m = methods.get(method)
     s = eta
     lam_inf, c_inf = modes["lambda_inf"].to_numpy(), modes["coef_inf"].to_numpy()
     lam_h0, c_h0 = modes["lambda_h0"].to_numpy(), modes["coef_h0"].to_numpy()

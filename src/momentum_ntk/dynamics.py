@@ -49,10 +49,6 @@ from momentum_ntk.methods import alpha_thm2, rho_nag  # noqa: F401  (re-exported
 _CHUNK = 1 << 21  # elements per (time × mode) block when evaluating the ODE solution
 
 
-def _check_method(method: str) -> methods.Method:
-    return methods.get(method)
-
-
 # ----------------------------------------------------------------------------------------------------------------------
 # 1. NTK-linearized discrete dynamics
 # ----------------------------------------------------------------------------------------------------------------------
@@ -62,7 +58,7 @@ def momentum_factor(lam: np.ndarray, eta: float, beta: float, method: str) -> tu
     """Per-mode momentum factor b and its complement 1 − b (computed without cancellation), shapes like ``lam``:
     the method's ``momentum`` record (GD: b = 0; HB: b = β; NAG: b = β(1 − ηλ), so 1 − b = (1 − β) + βηλ).
     """
-    return _check_method(method).momentum(np.asarray(lam, dtype=np.float64), eta, beta)
+    return methods.get(method).momentum(np.asarray(lam, dtype=np.float64), eta, beta)
 
 
 def linear_mode_trajectories(
@@ -165,7 +161,7 @@ def alpha_damping_from_beta(beta: float, s: float) -> float:
 def ode_coefficients(lam: np.ndarray, alpha_damping: float, s: float, method: str) -> tuple[np.ndarray, np.ndarray]:
     """Per-mode (γ, ω²) of ẍ + 2γẋ + ω²x = 0: γ = √α + the method's gradient damping (√s λ/2 for NAG, 0 for HB),
     ω² = (1 + √(αs)) λ."""
-    m = _check_method(method)
+    m = methods.get(method)
     if not m.has_ode:
         raise ValueError(f"method {method!r} has no high-resolution ODE (momentum_ntk.methods)")
     lam = np.asarray(lam, dtype=np.float64)
@@ -247,7 +243,7 @@ def ode_rate(lam: np.ndarray, alpha_damping: float, s: float, method: str, coef0
 def theorem_constants(method: str, lambda0: float, s: float, pseudo_loss0: float) -> tuple[float, float]:
     """(prefactor C, exponent E per unit time) with ℓ(t) ≤ C e^{−E t}: the method's ``theorem`` record (HB eq. 28, NAG
     eq. 29); (nan, nan) for a method without one (GD)."""
-    m = _check_method(method)
+    m = methods.get(method)
     if not m.has_theorem:
         return math.nan, math.nan
     return m.theorem(lambda0, s, pseudo_loss0)

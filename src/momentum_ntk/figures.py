@@ -44,7 +44,7 @@ from momentum_ntk.errors import UserError, cli  # noqa: E402
 from momentum_ntk.io import atomic_path  # noqa: E402
 from momentum_ntk import methods  # noqa: E402
 from momentum_ntk.methods import HB_RHO, alpha_thm2, rho_nag  # noqa: E402
-from momentum_ntk.theory import theorem_rate  # noqa: E402
+from momentum_ntk.dynamics import theorem_rate  # noqa: E402
 
 MAX_POINTS = 1500  # points per plotted curve; longer runs are thinned evenly (first and last step kept)
 

@@ -50,7 +50,6 @@ from momentum_ntk import defaults, io
 from momentum_ntk.errors import UserError, cli
 from momentum_ntk.model import gram_finite, init_params
 
-UNIT_NORM_TOL = io.UNIT_NORM_TOL
 """Largest accepted | ‖x_i‖ − 1 | for rows of the input file."""
 
 PARALLEL_COS = 1.0 - 1e-12
@@ -286,11 +285,6 @@ def finite_width_gap(
 # ----------------------------------------------------------------------------------------------------------------
 
 
-def load_inputs(path: str | Path) -> np.ndarray:
-    """X (n, d) float64 from a binarized ``.npz`` (io.read_binarized: unit-norm rows; UserError naming the file)."""
-    return io.read_binarized(path, labels=False)[0]
-
-
 def write_eigvecs(path: str | Path, V: np.ndarray, dtype: str) -> None:
     """Save eigenvectors (n, n), column k for eigenvalue k, as ``.npy`` in ``dtype``, atomically."""
     with io.atomic_path(path) as tmp, open(tmp, "wb") as fh:
@@ -409,7 +403,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _run(args: argparse.Namespace, device: str, t0: float) -> int:
-    X = load_inputs(args.data)
+    X, _ = io.read_binarized(args.data, labels=False)
     n, d = X.shape
 
     phases: dict[str, float] = {}

@@ -697,11 +697,6 @@ def tracked_lambda0(args: argparse.Namespace, X: np.ndarray, rows: np.ndarray) -
     return ntk.lambda0_of_rows(X, rows), "computed"
 
 
-def load_data(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    """X (n, d) and y (n,) float64 from a binarized-data .npz (io.read_binarized)."""
-    return io.read_binarized(path)
-
-
 def learning_rate(summary: Path | None, divisor: int | None, eta: float | None) -> float:
     """``eta`` if given, else summary['eta'][str(divisor)]."""
     if eta is not None:
@@ -749,7 +744,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     runs = pack_runs(args)
     for run in runs:
         run["eta"] = learning_rate(args.ntk_summary, run["eta_divisor"], run["eta"])
-    X, y = load_data(args.data)
+    X, y = io.read_binarized(args.data)
     n, d = X.shape
     W0, a = model.init_params(d, args.width, args.seed)
     rows = gram_rows_subset(n, args.gram_max_n, args.gram_seed)

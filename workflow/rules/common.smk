@@ -253,11 +253,8 @@ def train_priority(wildcards):
     dataset's theory and figure jobs then overlap the next dataset's training, and the last packs to start are the
     shortest ones, so the cores finish together. Values lie in (-len(DATASETS) - 1, -1).
     """
-    job = _train_job(wildcards)
-    widest = max(int(w) for w in config["grid"]["widths"])
-    share = (
-        job.m / widest
-    )  # cost of this pack relative to the dataset's costliest one (same n, d, runs, steps)
+    # a pack's cost relative to the dataset's costliest one: same n, d, runs and steps, so the ratio of widths
+    share = int(wildcards.width) / max(int(w) for w in config["grid"]["widths"])
     return -1.0 - DATASETS.index(wildcards.dataset) - (1.0 - share) * 0.99
 
 
