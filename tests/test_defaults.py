@@ -34,10 +34,12 @@ def test_stage_clis_and_library_use_them():
     p = train.build_parser()
     for flag, key in [("--steps", "train.steps"), ("--gram-every", "train.gram_every"), ("--dtype", "train.dtype"),
                       ("--gram-max-n", "train.gram_max_n"), ("--gram-seed", "train.gram_seed"),
-                      ("--device", "train.device"), ("--divergence-factor", "train.divergence_factor")]:  # fmt: skip
+                      ("--device", "train.device"), ("--divergence-factor", "train.divergence_factor"),
+                      ("--engine", "train.engine")]:  # fmt: skip
         assert cli_default(p, flag) == schema_default(key), flag
     for fn in (train.train_many, train.train):
         sig = inspect.signature(fn)
+        assert sig.parameters["engine"].default == schema_default("train.engine")
         assert sig.parameters["gram_every"].default == schema_default("train.gram_every")
         assert sig.parameters["divergence_factor"].default == schema_default("train.divergence_factor")
     p = ntk._parser()

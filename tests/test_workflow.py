@@ -94,8 +94,9 @@ def test_paper_plan_on_a_cpu_host_warns_with_the_cost_and_the_fix():
 @pytest.mark.parametrize(
     "text, key",
     [("train:\n  steps: 0\n", "steps"), ("grid:\n  widht: [10]\n", "widht"),
-     ("grid:\n  widths: [64.0, 128]\n", "grid.widths[0]: 64.0"), ("name: a/b\n", "name")],
-    ids=["bad-value", "unknown-key", "float-width", "bad-name"],
+     ("grid:\n  widths: [64.0, 128]\n", "grid.widths[0]: 64.0"), ("name: a/b\n", "name"),
+     ("train:\n  engine: foo\n", "engine")],
+    ids=["bad-value", "unknown-key", "float-width", "bad-name", "bad-engine"],
 )
 def test_bad_config_names_the_key(tmp_path, text, key):
     """A bad value and an unknown key both stop the workflow before any job, naming the key."""

@@ -12,6 +12,7 @@ GRAM_SEED = 0  # train.gram_seed
 DTYPE = "float32"  # train.dtype
 DEVICE = "auto"  # train.device
 DIVERGENCE_FACTOR = 1e6  # train.divergence_factor
+ENGINE = "auto"  # train.engine: auto | direct | rowspace (momentum_ntk.rowspace, plan.choose_engine)
 GAP_MAX_N = 2000  # ntk.gap_max_n
 GAP_SEED = 0  # ntk.gap_seed
 EIGVEC_DTYPE = "float32"  # ntk.eigvec_dtype
@@ -27,6 +28,7 @@ SCHEMA_KEYS = {
     "train.dtype": DTYPE,
     "train.device": DEVICE,
     "train.divergence_factor": DIVERGENCE_FACTOR,
+    "train.engine": ENGINE,
     "ntk.gap_max_n": GAP_MAX_N,
     "ntk.gap_seed": GAP_SEED,
     "ntk.eigvec_dtype": EIGVEC_DTYPE,

@@ -51,10 +51,19 @@ def n_instances(dataset: str, max_per_class: int | None) -> int:
     return n if max_per_class is None else min(n, 2 * max_per_class)
 
 
-def train_mem_mb(n: int, d: int, m: int, dtype_bytes: int, gram_rows: int) -> int:
-    """Peak memory of one train job in MiB: X in float64 and in the compute dtype, ~6 d×m and ~3 n×m buffers, the
-    tracked Gram block (a few gram_rows² float64 arrays), plus ~600 MiB for the interpreter and torch."""
-    total = n * d * (8 + dtype_bytes) + 6 * d * m * dtype_bytes + 3 * n * m * dtype_bytes + 4 * gram_rows**2 * 8
+def train_mem_mb(n: int, d: int, m: int, dtype_bytes: int, gram_rows: int, engine: str = "direct",
+                 w0_on_host: bool = True) -> int:  # fmt: skip
+    """Peak memory of one train job in MiB: X in float64 and in the compute dtype, the tracked Gram block (a few
+    gram_rows² float64 arrays), ~600 MiB for the interpreter and torch, and the engine's buffers. Direct: ~6 d×m
+    (W(0) in float64, W(0), W, b, G) and ~3 n×m buffers. Row space: ~8 n×m in the compute dtype (X W(0), C, b, Z, M,
+    the patterns) and X W(0) in float64, plus W(0) in float64 (d×m) when the job holds it (``w0_on_host``: it writes
+    the theory modes) or else one 32 MiB block of its rows."""
+    b = dtype_bytes
+    total = n * d * (8 + b) + 4 * gram_rows**2 * 8
+    if engine == "rowspace":
+        total += 8 * n * m * b + 8 * n * m + (8 * d * m if w0_on_host else 8 * 2**22) + n * n * b
+    else:
+        total += 6 * d * m * b + 3 * n * m * b
     return 600 + total // 2**20
 
 
@@ -74,8 +83,36 @@ _RUNTIME_FIXED_MIN = 10  # start-up, data load, CUDA context, queue-side slack
 RUNTIME_FLOOR_MIN = _RUNTIME_FIXED_MIN  # every planned wall-time limit (minutes) is at least this
 
 
-def step_flop(n: int, d: int, m: int) -> float:
-    """FLOP of one full-batch step: the two GEMMs X·W (n×d·d×m) and (X⊙r)ᵀ·S (d×n·n×m), 2·n·d·m each."""
+# --- training engine: direct (d×m weights) or row space (n×m coefficients, momentum_ntk.rowspace) --------------------
+ENGINES = ("auto", "direct", "rowspace")
+# auto picks the row-space engine when n ≤ ROWSPACE_MAX_N_OVER_D · d. Measured with benchmarks/bench_train.py (one
+# thread, float32; benchmarks/README.md, "Row-space engine"): the row-space step is ~11× faster at n = 64, d = 784,
+# 1.7× at n = d = 784 and 1.9× at n = d = 3072, and breaks even near n ≈ 1.8·d (d = 784: 1.04× at 1.79·d, 0.95× at
+# 2·d; d = 3072: 1.32× at 1.5·d, 0.61× at 2·d). Above n = d its buffers (4·n·m per run) outgrow the direct engine's
+# (3·d·m + n·m) and X Xᵀ is singular (C carries a part that moves nothing), so the rule stops at n = d.
+ROWSPACE_MAX_N_OVER_D = 1.0
+# The row-space step's ~25 passes over n×m data in GEMM-FLOP equivalents per entry (for runtime limits and prices):
+# (step time − time of its GEMM) × GEMM rate / (n·m), measured 600-800 at n = 64-1800 (benchmarks/README.md).
+ROWSPACE_PASS_FLOP = 700.0
+
+
+def choose_engine(engine: str, n: int, d: int, m: int) -> str:
+    """The engine a pack of runs on n×d data at width m trains with: ``engine`` itself unless it is ``auto``; for
+    ``auto`` the row-space engine when n ≤ ROWSPACE_MAX_N_OVER_D · d, else the direct one (the rule and the
+    timings behind it: benchmarks/README.md). Both engines cost time ∝ m, so the choice does not depend on m."""
+    if engine not in ENGINES:
+        raise ValueError(f"engine {engine!r} is not one of {', '.join(ENGINES)}")
+    if engine != "auto":
+        return engine
+    return "rowspace" if n <= ROWSPACE_MAX_N_OVER_D * d else "direct"
+
+
+def step_flop(n: int, d: int, m: int, engine: str = "direct") -> float:
+    """FLOP of one full-batch step. Direct: the two GEMMs X·W (n×d·d×m) and (X⊙r)ᵀ·S (d×n·n×m), 2·n·d·m each. Row
+    space: the GEMM K·C (n×n·n×m), 2·n²·m, plus its ~25 passes over n×m data counted as ROWSPACE_PASS_FLOP FLOP per
+    entry (they, not the GEMM, set its speed at small n: benchmarks/README.md)."""
+    if engine == "rowspace":
+        return 2.0 * n * n * m + ROWSPACE_PASS_FLOP * n * m
     return 4.0 * n * d * m
 
 
@@ -91,9 +128,11 @@ class TrainJob:
     dtype_bytes: int = 4
     gram_rows: int = 2000
     gpu: bool = False
+    engine: str = "direct"  # the resolved engine (choose_engine), direct or rowspace
+    w0_on_host: bool = True  # the job draws W(0) as a d×m array (direct engine, or theory modes written)
 
     def flop(self) -> float:
-        return self.runs * self.steps * step_flop(self.n, self.d, self.m)
+        return self.runs * self.steps * step_flop(self.n, self.d, self.m, self.engine)
 
     def mem_mb(self) -> int:
         """Host memory (MiB). CPU: the runs train one after another, so one run's buffers (:func:`train_mem_mb`) plus
@@ -101,15 +140,22 @@ class TrainJob:
         ~1.5 GiB for the CUDA runtime."""
         records = self.runs * (self.steps + 1) * 5 * 8 * 2 // 2**20
         if not self.gpu:
-            return train_mem_mb(self.n, self.d, self.m, self.dtype_bytes, self.gram_rows) + records
-        return 600 + 1536 + (self.n * self.d * (8 + self.dtype_bytes) + 8 * self.gram_rows**2) // 2**20 + records
+            return train_mem_mb(self.n, self.d, self.m, self.dtype_bytes, self.gram_rows, self.engine,
+                                self.w0_on_host) + records  # fmt: skip
+        host = self.n * self.d * (8 + self.dtype_bytes) + 8 * self.gram_rows**2
+        if self.engine == "rowspace":  # X W(0) is summed on the host in float64
+            host += 8 * self.n * self.m + (8 * self.d * self.m if self.w0_on_host else 8 * 2**22)
+        return 600 + 1536 + host // 2**20 + records
 
     def device_mem_mb(self) -> int:
-        """GPU memory (MiB) when all runs are batched: per run 3 d×m + n×m + n×d buffers, plus X and the Gram work."""
-        b = self.dtype_bytes
-        per_run = (3 * self.d * self.m + self.n * self.m + self.n * self.d + self.n) * b
-        shared = (self.n * self.d + self.d * self.m) * b + self.n * self.m + self.runs * 5 * self.gram_rows**2 * 8
-        return (self.runs * per_run + shared) // 2**20
+        """GPU memory (MiB) when all runs are batched. Direct: per run 3 d×m + n×m + n×d buffers, plus X, W(0) and the
+        Gram work. Row space: per run 4 n×m buffers (C, b, Z, M), plus X, X W(0), X Xᵀ and the Gram work."""
+        b, n, d, m = self.dtype_bytes, self.n, self.d, self.m
+        gram = n * m + self.runs * 5 * self.gram_rows**2 * 8
+        if self.engine == "rowspace":
+            return (self.runs * (4 * n * m + n) * b + (n * d + n * m + n * n) * b + gram) // 2**20
+        per_run = (3 * d * m + n * m + n * d + n) * b
+        return (self.runs * per_run + (n * d + d * m) * b + gram) // 2**20
 
     def runtime_min(self) -> int:
         """A generous wall-time limit (minutes) for SLURM's -t: the FLOP at a pessimistic rate, plus start-up."""
@@ -159,13 +205,15 @@ def theory_modes_runtime_min(n: int, d: int, m: int) -> int:
 
 
 def grid_flop(cfg: dict[str, Any]) -> float:
-    """Training FLOP of the whole grid of a (validated) config: every dataset, run and step."""
+    """Training FLOP of the whole grid of a (validated) config: every dataset, run and step, each pack on the engine
+    train.engine picks for it."""
     grid, steps = cfg["grid"], cfg["train"]["steps"]
+    engine = cfg["train"].get("engine", "auto")
     per_width = len(grid["methods"]) * len(grid["eta_divisors"]) * len(grid["betas"]) * len(grid["seeds"])
     total = 0.0
     for ds in cfg["datasets"]:
         n, d = n_instances(ds, cfg["data"].get("max_per_class")), FULL_SHAPES[ds][1]
-        total += sum(per_width * steps * step_flop(n, d, m) for m in grid["widths"])
+        total += sum(per_width * steps * step_flop(n, d, m, choose_engine(engine, n, d, m)) for m in grid["widths"])
     return total
 
 

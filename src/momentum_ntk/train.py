@@ -32,6 +32,11 @@ per-column update coefficient. One step is two GEMMs (X·W, (X ⊙ r)ᵀ·S), th
 sign for S), one small pass over X, and two to three fused passes over (d, m) for the update, plus the metric
 max_r ‖w_r(t) − w_r(0)‖ (sub, square, blocked column sums accumulated in float64).
 
+Engines (``engine``, config key train.engine): everything above is the ``direct`` engine. The ``rowspace`` engine
+(momentum_ntk.rowspace) computes the same runs exactly on n×m coefficients C with W(t) = W(0) + Xᵀ C(t): one GEMM
+(X Xᵀ)·C of 2·n²·m FLOP a step and no d×m buffer. ``auto`` picks by the measured cost rule plan.choose_engine. Both
+engines share this module's loop, metrics, Gram tracking, divergence handling and the forward/update interface.
+
 Packing: ``train_many`` trains k runs that share X, y and W(0) as batched (k, d, m) tensors. Every run's slice of
 every buffer starts on a 256-byte boundary (MKL picks kernels, hence rounding, by alignment), so a run trained in a
 pack is bit-identical to the same run trained alone (tested on CPU; on CUDA untested).
@@ -55,7 +60,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from momentum_ntk import defaults, io, methods, model, ntk
+from momentum_ntk import defaults, io, methods, model, ntk, plan
 from momentum_ntk.errors import UserError, cli
 from momentum_ntk.tables import RUN_COLUMNS
 from momentum_ntk.lease import resolve_device  # noqa: F401  (the one resolver; train.resolve_device for callers)
@@ -121,7 +126,7 @@ class _Shared:
 
     X: torch.Tensor  # (n, d)
     y: torch.Tensor  # (n,)
-    W0: torch.Tensor  # (d, m)
+    W0: torch.Tensor | None  # (d, m); None in the row-space engine (momentum_ntk.rowspace), which needs X W(0) only
     a_s: torch.Tensor  # (m,) a / √m
     a_s64: torch.Tensor  # (m,) float64, for the update coefficients
     rows: torch.Tensor  # (n_s,) int64, Gram tracking rows
@@ -150,16 +155,31 @@ class _Pack:
         return len(self.ids)
 
 
-def _new_pack(sh: _Shared, specs: list[RunSpec], ids: list[int]) -> _Pack:
-    k, (n, d), m = len(ids), sh.X.shape, sh.W0.shape[1]
-    dtype, dev = sh.X.dtype, sh.X.device
+def _pack_coefficients(sh: _Shared, specs: list[RunSpec], ids: list[int]) -> dict[str, Any]:
+    """Per-run update coefficients of a pack in the compute dtype: beta_b, mu0 (k, 1, 1), c_g (k, 1, m) or None when
+    no run uses the gradient term (ν = 0), c_b (k, 1, m), and whether any run has momentum (else no buffer b)."""
+    k, dtype, dev = len(ids), sh.X.dtype, sh.X.device
     co = torch.tensor([specs[i].coefficients() for i in ids], dtype=torch.float64, device=dev)  # (k, 4)
     eta = torch.tensor([specs[i].eta for i in ids], dtype=torch.float64, device=dev)
     col = -(eta[:, None] * sh.a_s64[None, :])[:, None, :]  # (k, 1, m) −η a/√m
     momentum = bool((co[:, 0] != 0).any())
+    return {
+        "momentum": momentum,
+        "beta_b": co[:, 0].to(dtype).view(k, 1, 1),
+        "mu0": co[:, 3].to(dtype).view(k, 1, 1),
+        "c_g": (col * co[:, 1].view(k, 1, 1)).to(dtype) if bool((co[:, 1] != 0).any()) else None,
+        # Without momentum every run is GD, whatever its method: W −= η g.
+        "c_b": (col * co[:, 2].view(k, 1, 1)).to(dtype) if momentum else col.to(dtype),
+    }
+
+
+def _new_pack(sh: _Shared, specs: list[RunSpec], ids: list[int]) -> _Pack:
+    k, (n, d), m = len(ids), sh.X.shape, sh.W0.shape[1]
+    dtype, dev = sh.X.dtype, sh.X.device
+    co = _pack_coefficients(sh, specs, ids)
     W = _aligned_empty(k, (d, m), dtype, dev)
     W.copy_(sh.W0.expand(k, d, m))
-    B = _aligned_empty(k, (d, m), dtype, dev).zero_() if momentum else None
+    B = _aligned_empty(k, (d, m), dtype, dev).zero_() if co["momentum"] else None
     return _Pack(
         ids=list(ids),
         W=W,
@@ -168,16 +188,17 @@ def _new_pack(sh: _Shared, specs: list[RunSpec], ids: list[int]) -> _Pack:
         Z=_aligned_empty(k, (n, m), dtype, dev),
         Xr=_aligned_empty(k, (n, d), dtype, dev),
         f=_aligned_empty(k, (n, 1), dtype, dev),
-        beta_b=co[:, 0].to(dtype).view(k, 1, 1),
-        mu0=co[:, 3].to(dtype).view(k, 1, 1),
-        c_g=(col * co[:, 1].view(k, 1, 1)).to(dtype) if bool((co[:, 1] != 0).any()) else None,
-        # Without momentum every run is GD, whatever its method: W −= η g.
-        c_b=(col * co[:, 2].view(k, 1, 1)).to(dtype) if momentum else col.to(dtype),
+        beta_b=co["beta_b"],
+        mu0=co["mu0"],
+        c_g=co["c_g"],
+        c_b=co["c_b"],
     )
 
 
 def _select(p: _Pack, keep: list[int]) -> _Pack:
     """The pack restricted to slots ``keep`` (fresh aligned buffers; used when runs diverge)."""
+    if not isinstance(p, _Pack):  # a row-space pack (momentum_ntk.rowspace.RowPack)
+        return p.select(keep)
 
     def sub(t: torch.Tensor | None) -> torch.Tensor | None:
         if t is None:
@@ -346,11 +367,12 @@ def strict_float32() -> None:
     torch.set_float32_matmul_precision("highest")
 
 
-def _check_inputs(X: np.ndarray, y: np.ndarray, W0: np.ndarray, a: np.ndarray) -> None:
+def _check_inputs(X: np.ndarray, y: np.ndarray, W0: np.ndarray | None, a: np.ndarray, m: int | None = None) -> None:
     n, d = X.shape if X.ndim == 2 else (-1, -1)
-    if n < 1 or y.shape != (n,) or W0.shape[:1] != (d,) or W0.ndim != 2 or a.shape != W0.shape[1:]:
+    shape = (d, m) if W0 is None else W0.shape
+    if n < 1 or y.shape != (n,) or shape[:1] != (d,) or len(shape) != 2 or a.shape != shape[1:]:
         raise UserError(
-            f"shapes do not fit: X {X.shape} (n, d), y {y.shape} (n,), W0 {W0.shape} (d, m), a {a.shape} (m,)"
+            f"shapes do not fit: X {X.shape} (n, d), y {y.shape} (n,), W0 {shape} (d, m), a {a.shape} (m,)"
         )
 
 
@@ -370,8 +392,13 @@ def train_many(
     progress: bool = False,
     pack_size: int | None = None,
     sync_every: int = SYNC_EVERY,
+    engine: str = defaults.ENGINE,
 ) -> list[pd.DataFrame]:
     """Train k runs (dicts with method, eta, beta) from the same W(0); one DataFrame per run.
+
+    ``engine``: ``direct`` (W as d×m tensors), ``rowspace`` (W(t) = W(0) + Xᵀ C(t) on n×m coefficients C; exact,
+    momentum_ntk.rowspace) or ``auto`` (the measured cost rule, momentum_ntk.plan.choose_engine). W0 is a (d, m)
+    array, or model.Preactivations (X W(0) only: row-space engine). ``attrs["engine"]`` records the engine used.
 
     The runs are trained in batches of at most ``pack_size`` (None: all k at once) as batched (k, d, m) tensors with
     shared X: on a GPU one wide batch fills the device, on a CPU ``pack_size=1`` (one after another) is as fast.
@@ -392,17 +419,28 @@ def train_many(
         raise UserError(f"steps={steps} and gram_every={gram_every} must be >= 0")
     if pack_size is not None and pack_size < 1 or sync_every < 1:
         raise UserError(f"pack_size={pack_size} must be None or >= 1 and sync_every={sync_every} >= 1")
-    sh = shared_state(X, y, W0, a, dtype=dtype, device=device, gram_rows=gram_rows)
+    from momentum_ntk import rowspace
+
+    n, d, m = np.shape(X)[0], np.shape(X)[-1], np.shape(W0)[-1]
+    engine = rowspace.resolve_engine(engine, n, d, m, have_w0=not isinstance(W0, model.Preactivations))
+    if engine == "rowspace":
+        sh = rowspace.row_shared_state(X, y, W0, a, dtype=dtype, device=device, gram_rows=gram_rows)
+        new_pack = rowspace.new_row_pack
+    else:
+        sh, new_pack = shared_state(X, y, W0, a, dtype=dtype, device=device, gram_rows=gram_rows), _new_pack
     k = len(specs)
     tracked = {0, steps} | (set(range(0, steps + 1, gram_every)) if gram_every else set())
     log = _Log(k, steps, divergence_factor)
     size = k if pack_size is None else pack_size
     bar = _progress(steps * k, progress)
     for start in range(0, k, size):
-        pack = _new_pack(sh, specs, list(range(start, min(k, start + size))))
+        pack = new_pack(sh, specs, list(range(start, min(k, start + size))))
         _train_pack(sh, pack, steps, tracked, log, sync_every, bar)
     bar.close()
-    return [_frame(specs[j], log.rec[j], int(log.last[j]), log.diverged_step[j], steps) for j in range(k)]
+    frames = [_frame(specs[j], log.rec[j], int(log.last[j]), log.diverged_step[j], steps) for j in range(k)]
+    for df in frames:
+        df.attrs["engine"] = engine
+    return frames
 
 
 class _Log:
@@ -438,16 +476,19 @@ class _Log:
         return keep
 
 
-def shared_state(X: np.ndarray, y: np.ndarray, W0: np.ndarray, a: np.ndarray, *, dtype: str | torch.dtype | None,
-                 device: str, gram_rows: Sequence[int] | np.ndarray | None = None) -> _Shared:
+def shared_state(X: np.ndarray, y: np.ndarray, W0: np.ndarray | None, a: np.ndarray, *,
+                 dtype: str | torch.dtype | None, device: str, gram_rows: Sequence[int] | np.ndarray | None = None,
+                 m: int | None = None) -> _Shared:  # fmt: skip
     """What every run of a pack shares, on the device: X (n, d), y (n,), W(0) (d, m), a/√m, the tracked rows and
-    their X·Xᵀ block (float64). Checks the inputs (UserError)."""
-    X, y, W0, a = (np.asarray(v) for v in (X, y, W0, a))
-    _check_inputs(X, y, W0, a)
+    their X·Xᵀ block (float64). W0 None (give the width ``m``): no W(0) on the device (the row-space engine's
+    momentum_ntk.rowspace.row_shared_state adds X W(0) instead). Checks the inputs (UserError)."""
+    X, y, a = (np.asarray(v) for v in (X, y, a))
+    W0 = None if W0 is None else np.asarray(W0)
+    _check_inputs(X, y, W0, a, m)
     tdtype = resolve_dtype(dtype, X)
     dev = torch.device(resolve_device(device))
     strict_float32()
-    n, m = X.shape[0], W0.shape[1]
+    n, m = X.shape[0], a.shape[0]
     rows = np.arange(n) if gram_rows is None else np.asarray(gram_rows, dtype=np.int64)
     if rows.ndim != 1 or rows.size == 0 or rows.min() < 0 or rows.max() >= n:
         raise UserError(f"gram_rows must be a non-empty list of row indices in [0, {n})")
@@ -461,7 +502,7 @@ def shared_state(X: np.ndarray, y: np.ndarray, W0: np.ndarray, a: np.ndarray, *,
     return _Shared(
         X=put(X),
         y=put(y),
-        W0=put(W0),
+        W0=None if W0 is None else put(W0),
         a_s=a_s64.to(tdtype),
         a_s64=a_s64,
         rows=put(rows, torch.int64),
@@ -477,6 +518,8 @@ def new_pack(sh: _Shared, specs: Sequence[RunSpec | dict[str, Any]]) -> _Pack:
 def forward(sh: _Shared, p: _Pack, track: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
     """The first half of one step at W(t): pre-activations and pattern, residual r = f(W(t)) − y, and the metrics
     (k, 2) = (loss, max_r ‖w_r(t) − w_r(0)‖) as a device tensor; with ``track`` also the Gram record of H(t)."""
+    if not isinstance(p, _Pack):  # a row-space pack (momentum_ntk.rowspace.RowPack): same contract
+        return p.forward(sh, track)
     _preactivations(sh, p)
     gram = _track(sh, p) if track else None
     _residuals(sh, p)
@@ -485,6 +528,9 @@ def forward(sh: _Shared, p: _Pack, track: bool = False) -> tuple[torch.Tensor, t
 
 def update(sh: _Shared, p: _Pack, t: int) -> None:
     """The second half: the gradient at W(t) and the method's buffer update to W(t+1) (eqs. 3-5)."""
+    if not isinstance(p, _Pack):
+        p.update(sh, t)
+        return
     _gradient(sh, p)
     _update(p, t)
 
@@ -531,11 +577,12 @@ def train(
     device: str = "cpu",
     divergence_factor: float = defaults.DIVERGENCE_FACTOR,
     progress: bool = False,
+    engine: str = defaults.ENGINE,
 ) -> pd.DataFrame:
     """Train one run (GD eq. 3, HB eq. 4 or NAG eq. 5) from W0 (d, m) on X (n, d), y (n,) with output weights a (m,).
 
-    Computes in ``dtype`` (default: X's dtype) on ``device``; returns one row per step (see ``train_many``) with
-    divergence info in ``df.attrs``.
+    Computes in ``dtype`` (default: X's dtype) on ``device`` with ``engine``; returns one row per step (see
+    ``train_many``) with divergence info and the engine in ``df.attrs``.
     """
     return train_many(
         X,
@@ -550,6 +597,7 @@ def train(
         device=device,
         divergence_factor=divergence_factor,
         progress=progress,
+        engine=engine,
     )[0]
 
 
@@ -655,6 +703,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--sync-every", type=int, default=SYNC_EVERY, help="steps between host copies of the metrics")
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     ap.add_argument("--divergence-factor", type=float, default=defaults.DIVERGENCE_FACTOR)
+    ap.add_argument("--engine", choices=plan.ENGINES, default=defaults.ENGINE,
+                    help="direct (d×m weights), rowspace (exact n×m row-space form) or auto (measured cost rule)")
     ap.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True, help="tqdm bar on stderr")
     # A packed job also expands Δ0 of its (dataset, width, seed) on the eigenvectors of H∞ and H(0) (the theory
     # stage's modes file): it holds X, W(0) and a already, so the theory stage needs no job of its own for it.
@@ -746,7 +796,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         run["eta"] = learning_rate(args.ntk_summary, run["eta_divisor"], run["eta"])
     X, y = io.read_binarized(args.data)
     n, d = X.shape
-    W0, a = model.init_params(d, args.width, args.seed)
+    from momentum_ntk import rowspace
+
+    engine = rowspace.resolve_engine(args.engine, n, d, args.width)
+    if engine == "rowspace" and args.modes_out is None:  # X W(0) only: no d×m array (same bits as from W(0))
+        W0, a = model.init_preactivations(X, args.width, args.seed)
+    else:  # the direct engine, and the theory modes, need W(0) itself
+        W0, a = model.init_params(d, args.width, args.seed)
     rows = gram_rows_subset(n, args.gram_max_n, args.gram_seed)
     lambda0_rows, lambda0_source = tracked_lambda0(args, X, rows)
 
@@ -768,6 +824,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             progress=args.progress,
             pack_size=pack_size,
             sync_every=args.sync_every,
+            engine=engine,
         )
         if device.startswith("cuda"):
             torch.cuda.synchronize(device)
@@ -804,6 +861,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "lambda0_rows": lambda0_rows,
                 "lambda0_rows_source": lambda0_source,
                 "dtype": args.dtype,
+                "engine": info["engine"],
                 "tf32": env["tf32"],
                 "device": device,
                 "threads": args.threads,
@@ -826,7 +884,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"{info['steps_done']} steps, loss {info['last_finite_loss']}",
             file=sys.stderr,
         )
-    print(f"{len(runs)} runs, {steps_total} steps in {wall:.1f} s on {device} (batches of {pack_size})", file=sys.stderr)
+    print(f"{len(runs)} runs, {steps_total} steps in {wall:.1f} s on {device} (batches of {pack_size}, {engine} engine)",
+          file=sys.stderr)
     return 0
 
 

@@ -211,17 +211,22 @@ def train_gpus():
 
 
 def _train_job(wildcards):
-    """plan.TrainJob of one train job (a pack or one run) from its wildcards and the config."""
+    """plan.TrainJob of one train job (a pack or one run) from its wildcards and the config, on the engine
+    train.engine picks for it (a packed job also holds W(0) for its theory modes)."""
     n = plan.n_instances(wildcards.dataset, config["data"]["max_per_class"])
+    d, m = plan.FULL_SHAPES[wildcards.dataset][1], int(wildcards.width)
+    engine = plan.choose_engine(config["train"]["engine"], n, d, m)
     return plan.TrainJob(
         n=n,
-        d=plan.FULL_SHAPES[wildcards.dataset][1],
-        m=int(wildcards.width),
+        d=d,
+        m=m,
         runs=len(job_runs(wildcards)),
         steps=config["train"]["steps"],
         dtype_bytes=8 if config["train"]["dtype"] == "float64" else 4,
         gram_rows=min(n, config["train"]["gram_max_n"]),
         gpu=bool(train_gpus()),
+        engine=engine,
+        w0_on_host=engine == "direct" or PACKED,
     )
 
 

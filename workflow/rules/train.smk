@@ -42,6 +42,7 @@ rule train:
         dtype=config["train"]["dtype"],
         device=config["train"]["device"],
         divergence_factor=config["train"]["divergence_factor"],
+        engine=config["train"]["engine"],
         modes=train_modes_args,
     shell:
         """
@@ -50,7 +51,8 @@ rule train:
             --eta-divisor {params.eta_divisors} --beta {params.betas} --steps {params.steps} \
             --gram-every {params.gram_every} --gram-max-n {params.gram_max_n} --gram-seed {params.gram_seed} \
             --dtype {params.dtype} --device {params.device} --gpus-held {resources.gpu} --threads {threads} \
-            --divergence-factor {params.divergence_factor} --out {output.runs} --meta {output.metas} \
+            --divergence-factor {params.divergence_factor} --engine {params.engine} \
+            --out {output.runs} --meta {output.metas} \
             {params.modes} >{log} 2>&1
         """
 
