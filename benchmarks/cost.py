@@ -4,8 +4,9 @@
     PYTHONPATH=src python benchmarks/cost.py --device cuda --threads 8
     PYTHONPATH=src python benchmarks/cost.py --configfile config.yaml workflow/presets/paper-mnist5k.yaml
 
-One full-batch step costs two GEMMs, 4·n·d·m FLOP (X·W and Xᵀ·G), plus O(n·m + d·m) elementwise work that the
-benchmark's roofline fraction already covers. The script times `momentum_ntk.train.train` itself (float32, TF32 off,
+One full-batch step of the direct engine costs two GEMMs, 4·n·d·m FLOP (X·W and Xᵀ·G), plus O(n·m + d·m) elementwise
+work that the benchmark's roofline fraction already covers; a pack the row-space engine trains (train.engine, n ≤ d
+under auto) is priced by plan.step_flop(..., "rowspace"), its GEMM plus its passes in GEMM-FLOP equivalents. The script times `momentum_ntk.train.train` itself (float32, TF32 off,
 Gram tracking at the configured cadence) on a mid-size problem, turns that into an effective FLOP rate, and prices
 every dataset's share of the grid: runs, FLOP, device-hours, plus the disk and per-job memory the workflow plans.
 """
@@ -35,7 +36,8 @@ def effective_rate(device: str, n: int, d: int, m: int, steps: int, gram_every: 
     X /= np.linalg.norm(X, axis=1, keepdims=True)
     y = np.where(rng.random(n) < 0.5, 1.0, -1.0)
     W0, a = model.init_params(d, m, 0)
-    kw = dict(method="nag", eta=1e-4, beta=0.9, dtype=torch.float32, device=device, gram_every=gram_every)
+    kw = dict(method="nag", eta=1e-4, beta=0.9, dtype=torch.float32, device=device, gram_every=gram_every,
+              engine="direct")  # fmt: skip
     train.train(X, y, W0, a, steps=2, **kw)  # warm-up
     t0 = time.perf_counter()
     train.train(X, y, W0, a, steps=0, **kw)
@@ -93,12 +95,15 @@ def main() -> None:
     for ds in cfg["datasets"]:
         n = plan.n_instances(ds, cfg.get("data", {}).get("max_per_class"))
         d = plan.FULL_SHAPES[ds][1]
-        flop = sum(plan.step_flop(n, d, m) * tr["steps"] * per_width for m in grid["widths"])
+        engine = {m: plan.choose_engine(tr.get("engine", "auto"), n, d, m) for m in grid["widths"]}
+        flop = sum(plan.step_flop(n, d, m, engine[m]) * tr["steps"] * per_width for m in grid["widths"])
         hours = flop / rate / 3600
         ds_runs = per_width * len(grid["widths"])
         ds_jobs = ds_runs // pack if packed else ds_runs
         total_h, total_flop, runs, jobs = total_h + hours, total_flop + flop, runs + ds_runs, jobs + ds_jobs
-        job = plan.TrainJob(n, d, max(grid["widths"]), pack if packed else 1, tr["steps"], 4, min(n, tr["gram_max_n"]))
+        m_max = max(grid["widths"])
+        job = plan.TrainJob(n, d, m_max, pack if packed else 1, tr["steps"], 4, min(n, tr["gram_max_n"]),
+                            engine=engine[m_max], w0_on_host=engine[m_max] == "direct" or packed)  # fmt: skip
         print(f"{ds:8} {n:6d} {d:5d} {ds_runs:5d} {ds_jobs:5d} {flop / 1e15:7.1f} {hours:7.1f} {job.mem_mb():11d} "
               f"{n * n * 4 / 1e6:10.0f}")  # fmt: skip
     print(f"\ntotal: {total_h:.1f} device-hours of training on this device at the measured rate")

@@ -21,6 +21,12 @@ Parts, at the GPU sizes (the dry run uses n ≤ 300, d = 64 or 784, m ≤ 64 and
                   call (pack_size = k when train_many has it); per-run time and speed-up k·T(1) / T(k).
   pack_identity   4 runs packed and each alone (n = 500, d = 784, m = 256, 50 steps, float32, H(t) every 10 steps):
                   whether every DataFrame is bit-identical (all columns, NaN equal to NaN) and its attrs equal.
+  rowspace        the row-space engine (train.train_many(engine="rowspace")): NAG and HB in float32 and float64 on
+                  the device against the direct engine's float64 run on the CPU (the accuracy part's sizes and
+                  measures); 4 packed runs bit-identical to each alone; and at (n, m) = (64, 8192), (64, 65536),
+                  (1000, 8000) one step of each engine ((T(S + 1) − T(1)) / S as in step_roofline, W(0) handed over
+                  as X W(0) so the row-space calls do not recompute it), the bare GEMM K·C (n×n·n×m) of its roofline,
+                  the speed-up over the direct step, and each engine's peak GPU memory.
   ntk_eigh        H∞ at n = 12,665 (ntk.ntk_gram, float64, random unit rows of dimension 784) and its full
                   eigendecomposition by ntk.ntk_spectrum(H, vectors=True, device=...): both times, the peak GPU
                   memory of the eigh (max_memory_allocated after a reset), the process's peak RSS, and checks (trace
@@ -99,6 +105,7 @@ class Sizes:
     pack_m: int
     pack_ks: tuple[int, ...]
     pack_steps: int
+    row_sizes: tuple[tuple[int, int], ...]  # (n, m) of the rowspace part's step timings (d = big_d)
     ntk_n: int
     ntk_d: int
     job_n: int
@@ -111,6 +118,7 @@ GPU_SIZES = Sizes(
     small_n=500, small_d=784, small_m=256, small_steps=100, identity_steps=50, identity_gram_every=10,
     big_n=12665, big_d=784, widths=(1000, 8000), step_steps=100, step_reps=3, gemm_reps=20,
     pack_m=1000, pack_ks=(1, 4, 8), pack_steps=50,
+    row_sizes=((64, 8192), (64, 65536), (1000, 8000)),
     ntk_n=12665, ntk_d=784,
     job_n=1000, job_d=784, job_m=256, job_reps=2,
 )  # fmt: skip
@@ -118,6 +126,7 @@ DRY_SIZES = Sizes(
     small_n=200, small_d=64, small_m=64, small_steps=10, identity_steps=10, identity_gram_every=5,
     big_n=200, big_d=64, widths=(32, 64), step_steps=100, step_reps=3, gemm_reps=10,
     pack_m=64, pack_ks=(1, 4, 8), pack_steps=50,
+    row_sizes=((32, 64), (32, 256)),
     ntk_n=300, ntk_d=784,
     job_n=100, job_d=64, job_m=32, job_reps=1,
 )  # fmt: skip
@@ -190,11 +199,25 @@ def pack_kwargs(k: int) -> dict[str, int]:
     return {"pack_size": k} if "pack_size" in inspect.signature(train.train_many).parameters else {}
 
 
+def engine_kwargs(engine: str | None) -> dict[str, str]:
+    """{"engine": engine} when one is asked for and train_many has the keyword (since the row-space engine), else {}.
+    The parts before ``rowspace`` ask for the direct engine: auto would pick the row-space one at the accuracy and
+    pack_identity sizes (n = 500 < d = 784)."""
+    import inspect
+
+    from momentum_ntk import train
+
+    has = "engine" in inspect.signature(train.train_many).parameters
+    return {"engine": engine} if engine is not None and has else {}
+
+
 def train_step_time(
-    X: np.ndarray, y: np.ndarray, W0: np.ndarray, a: np.ndarray, specs: list[Any], ctx: Ctx, steps: int, reps: int
-) -> tuple[float, bool]:
+    X: np.ndarray, y: np.ndarray, W0: Any, a: np.ndarray, specs: list[Any], ctx: Ctx, steps: int, reps: int,
+    engine: str | None = None,
+) -> tuple[float, bool]:  # fmt: skip
     """Seconds per step of train_many on this pack: (T(steps + 1) − T(1)) / steps, each T the fastest of ``reps``
     interleaved calls after one warm-up; float32, gram_every=0, H(t) tracked on 256 rows. Also whether a run diverged.
+    ``engine``: train_many's engine (None: its default). W0 may be model.Preactivations (row-space engine).
     """
     import numpy as np
 
@@ -206,7 +229,7 @@ def train_step_time(
         sync(ctx.device)
         t0 = time.perf_counter()
         frames = train.train_many(X, y, W0, a, specs, steps=s, gram_every=0, gram_rows=rows, dtype="float32",
-                                  device=ctx.device, **pack_kwargs(len(specs)))  # fmt: skip
+                                  device=ctx.device, **pack_kwargs(len(specs)), **engine_kwargs(engine))  # fmt: skip
         sync(ctx.device)
         return time.perf_counter() - t0, frames
 
@@ -217,6 +240,18 @@ def train_step_time(
         t, frames = clocked(steps + 1)
         hi = min(hi, t)
     return (hi - lo) / steps, any(df.attrs["diverged"] for df in frames)
+
+
+def row_gemm_time(n: int, m: int, device: str, reps: int) -> float:
+    """Median seconds of the row-space step's one bare float32 GEMM K·C ((n, n)·(n, m)), after 3 warm-up calls."""
+    import torch
+
+    K = torch.randn(n, n, device=device)
+    C = torch.randn(n, m, device=device)
+    Z = torch.empty(n, m, device=device)
+    for _ in range(3):
+        torch.mm(K, C, out=Z)
+    return statistics.median(timed(lambda: torch.mm(K, C, out=Z), device) for _ in range(reps))
 
 
 def gemm_time(X: np.ndarray, W0: np.ndarray, device: str, reps: int) -> float:
@@ -390,7 +425,7 @@ def part_accuracy(ctx: Ctx) -> dict[str, Any]:
 
     def run(device: str, dtype: str) -> list[pd.DataFrame]:
         return train.train_many(X, y, W0, a, specs, steps=s.small_steps, gram_every=gram_every, dtype=dtype,
-                                device=device)  # fmt: skip
+                                device=device, **engine_kwargs("direct"))  # fmt: skip
 
     ref = run("cpu", "float64")
     variants = {}
@@ -423,7 +458,7 @@ def part_step_roofline(ctx: Ctx) -> dict[str, Any]:
         t_gemm = gemm_time(X, W0, ctx.device, s.gemm_reps)
         note(f"step_roofline m={m}: two GEMMs {1e3 * t_gemm:.3f} ms")
         specs = [train.RunSpec("nag", 0.1 / s.big_n, 0.99)]
-        t_step, diverged = train_step_time(X, y, W0, a, specs, ctx, s.step_steps, s.step_reps)
+        t_step, diverged = train_step_time(X, y, W0, a, specs, ctx, s.step_steps, s.step_reps, "direct")
         flop = 4 * s.big_n * s.big_d * m
         rows.append({
             "m": m,
@@ -461,7 +496,8 @@ def part_pack_speedup(ctx: Ctx) -> dict[str, Any]:
     W0, a = model.init_params(s.big_d, s.pack_m, 0)
     rows, t1 = [], math.nan
     for k in s.pack_ks:
-        t_k, diverged = train_step_time(X, y, W0, a, run_specs(k, 0.1 / s.big_n), ctx, s.pack_steps, s.step_reps)
+        t_k, diverged = train_step_time(X, y, W0, a, run_specs(k, 0.1 / s.big_n), ctx, s.pack_steps, s.step_reps,
+                                        "direct")
         t1 = t_k if k == 1 else t1
         rows.append({"k": k, "pack_step_ms": 1e3 * t_k, "per_run_ms": 1e3 * t_k / k,
                      "speedup": k * t1 / t_k if t_k > 0 else math.nan, "diverged": diverged})  # fmt: skip
@@ -480,7 +516,7 @@ def part_pack_identity(ctx: Ctx) -> dict[str, Any]:
     X, y = unit_rows(s.small_n, s.small_d, seed=1)
     W0, a = model.init_params(s.small_d, s.small_m, 1)
     specs = run_specs(4, 0.1 / s.small_n)
-    kw = dict(steps=s.identity_steps, gram_every=s.identity_gram_every, dtype="float32", device=ctx.device)
+    kw = dict(steps=s.identity_steps, gram_every=s.identity_gram_every, dtype="float32", device=ctx.device, **engine_kwargs("direct"))
     packed = train.train_many(X, y, W0, a, specs, **kw, **pack_kwargs(len(specs)))
     alone = [train.train_many(X, y, W0, a, [sp], **kw)[0] for sp in specs]
     runs = [
@@ -492,6 +528,74 @@ def part_pack_identity(ctx: Ctx) -> dict[str, Any]:
     return {"n": s.small_n, "d": s.small_d, "m": s.small_m, "steps": s.identity_steps, "device": ctx.device,
             "identical": identical, "runs": runs,
             "summary": f"4 packed runs bit-identical to each alone on {ctx.device}: {identical}"}  # fmt: skip
+
+
+def part_rowspace(ctx: Ctx) -> dict[str, Any]:
+    """The row-space engine on the device: accuracy against the CPU float64 direct run, packed vs alone, and its step
+    against the direct step and its own GEMM roofline, with each engine's peak GPU memory."""
+    import numpy as np
+    import torch
+
+    from momentum_ntk import model, ntk, train
+
+    s = ctx.sizes
+    train.strict_float32()
+    # accuracy, as the accuracy part measures it
+    X, y = unit_rows(s.small_n, s.small_d)
+    W0, a = model.init_params(s.small_d, s.small_m, 0)
+    consts = ntk.lemma_constants(np.linalg.eigvalsh(ntk.ntk_gram(X)))
+    eta = ntk.learning_rates(consts["lambda_m"], [10])["10"]
+    specs = [train.RunSpec("nag", eta, 0.9), train.RunSpec("hb", eta, 0.9)]
+    gram_every = max(1, s.small_steps // 10)
+    kw = dict(steps=s.small_steps, gram_every=gram_every)
+    ref = train.train_many(X, y, W0, a, specs, **kw, dtype="float64", device="cpu", engine="direct")
+    accuracy = {}
+    for dtype in ("float32", "float64"):
+        got = train.train_many(X, y, W0, a, specs, **kw, dtype=dtype, device=ctx.device, engine="rowspace")
+        accuracy[dtype] = compare_runs(ref, got) | {"engine": got[0].attrs.get("engine")}
+        note(f"rowspace accuracy {ctx.device} {dtype}: {accuracy[dtype]}")
+    # packed vs alone
+    Xi, yi = unit_rows(s.small_n, s.small_d, seed=1)
+    Wi, ai = model.init_params(s.small_d, s.small_m, 1)
+    ispecs = run_specs(4, 0.1 / s.small_n)
+    ikw = dict(steps=s.identity_steps, gram_every=s.identity_gram_every, dtype="float32", device=ctx.device,
+               engine="rowspace")  # fmt: skip
+    packed = train.train_many(Xi, yi, Wi, ai, ispecs, **ikw, pack_size=len(ispecs))
+    identical = all(frames_identical(p, train.train_many(Xi, yi, Wi, ai, [sp], **ikw)[0]) for sp, p in zip(ispecs, packed))
+    note(f"rowspace pack identity: {identical}")
+    # step times
+    steps = []
+    for n, m in s.row_sizes:
+        Xs, ys = unit_rows(n, s.big_d)
+        W0s, a_s = model.init_params(s.big_d, m, 0)
+        pre = model.preactivations(Xs, W0s)
+        nag = [train.RunSpec("nag", 0.1 / n, 0.99)]
+        row = {"n": n, "d": s.big_d, "m": m}
+        for engine, w in (("direct", W0s), ("rowspace", pre)):
+            if ctx.cuda:
+                sync(ctx.device)
+                torch.cuda.reset_peak_memory_stats(ctx.device)
+            t, diverged = train_step_time(Xs, ys, w, a_s, nag, ctx, s.step_steps, s.step_reps, engine)
+            row[f"{engine}_ms"] = 1e3 * t
+            row[f"{engine}_diverged"] = diverged
+            row[f"{engine}_peak_gib"] = torch.cuda.max_memory_allocated(ctx.device) / 2**30 if ctx.cuda else None
+            free_device_memory(ctx)
+        t_gemm = row_gemm_time(n, m, ctx.device, s.gemm_reps)
+        row |= {
+            "row_gemm_ms": 1e3 * t_gemm,
+            "row_gemm_tflops": 2 * n * n * m / t_gemm / 1e12,
+            "row_fraction": t_gemm / (row["rowspace_ms"] / 1e3) if row["rowspace_ms"] > 0 else math.nan,
+            "speedup": row["direct_ms"] / row["rowspace_ms"] if row["rowspace_ms"] > 0 else math.nan,
+        }
+        steps.append(row)
+        note(f"rowspace step: {row}")
+        free_device_memory(ctx)
+    line = (f"float32 loss vs CPU float64 {accuracy['float32']['loss_rel_diff']:.1e}, float64 "
+            f"{accuracy['float64']['loss_rel_diff']:.1e}; packed identical {identical}; "
+            + "; ".join(f"n={r['n']} m={r['m']}: {r['speedup']:.1f}x direct, {r['row_fraction']:.2f} of its roofline"
+                        for r in steps))  # fmt: skip
+    return {"accuracy": accuracy, "reference": "cpu float64 direct", "n": s.small_n, "d": s.small_d, "m": s.small_m,
+            "pack_identical": identical, "steps": steps, "summary": line}  # fmt: skip
 
 
 def rss_mb() -> float:
@@ -647,9 +751,10 @@ PARTS: dict[str, tuple[float, Callable[[Ctx], dict[str, Any]]]] = {
     "step_roofline": (0.10, part_step_roofline),
     "pack_speedup": (0.08, part_pack_speedup),
     "pack_identity": (0.05, part_pack_identity),
+    "rowspace": (0.07, part_rowspace),
     "ntk_eigh": (0.18, part_ntk_eigh),
-    "job_fixed_cost": (0.14, part_job_fixed_cost),
-    "tiny_preset": (0.29, part_tiny_preset),
+    "job_fixed_cost": (0.12, part_job_fixed_cost),
+    "tiny_preset": (0.24, part_tiny_preset),
 }
 MEASURED = [name for name in PARTS if name != "env"]
 

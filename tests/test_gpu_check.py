@@ -108,5 +108,14 @@ def test_dry_run_measures_every_part(tmp_path):
     assert eig["gram_s"] > 0 and eig["eigh_s"] > 0 and eig["peak_rss_mb"] > 0
     assert eig["trace_rel_err"] < 1e-10 and eig["eigpair_residual"] < 1e-8
 
+    row = parts["rowspace"]
+    assert row["accuracy"]["float64"]["loss_rel_diff"] < 1e-10 and row["accuracy"]["float64"]["engine"] == "rowspace"
+    assert 0 < row["accuracy"]["float32"]["loss_rel_diff"] < 1e-3 and row["accuracy"]["float32"]["steps_done_equal"]
+    assert row["pack_identical"] is True
+    assert [(r["n"], r["m"]) for r in row["steps"]] == [(32, 64), (32, 256)]
+    for r in row["steps"]:
+        for key in ("direct_ms", "rowspace_ms", "row_gemm_ms", "row_fraction", "speedup"):
+            assert r[key] is not None and math.isfinite(r[key]) and r[key] > 0, (key, r)
+
     job = parts["job_fixed_cost"]
     assert job["train_job_s"] > 0 and job["import_torch_s"] > 0 and job["cuda_context_s"] is None
