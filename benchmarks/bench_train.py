@@ -22,8 +22,8 @@ For each width m it measures, all within one process so that the numbers are rat
   a fresh process, with /proc/self/clear_refs resetting the high-water mark).
 
 ``--engines-only`` times just the two GEMM rooflines and the two engines' steps (what plan.choose_engine's cost rule
-is derived from). Timings are minima over round-robin rounds of all candidates, at least ``--reps`` rounds and ``--min-seconds`` (robust
-to other load on a shared machine).
+is derived from). Timings are minima over round-robin rounds of all candidates, at least ``--reps`` rounds and
+``--min-seconds`` (robust to other load on a shared machine).
 """
 
 from __future__ import annotations
@@ -215,8 +215,8 @@ def bench_width(n: int, d: int, m: int, reps: int, device: torch.device, min_sec
     t |= race({"fwd_gram": lambda: train.forward(sh, p, track=True), "fwd": lambda: train.forward(sh, p)},
               max(2, reps // 3), device)  # fmt: skip
     t["gram"] = max(t["fwd_gram"] - t["fwd"], 0.0)
-    t |= {f"row_{key}": v for key, v in race({"fwd_gram": lambda: train.forward(rsh, rp, track=True),
-                                               "fwd": lambda: train.forward(rsh, rp)}, max(2, reps // 3), device).items()}
+    row_fwd = {"fwd_gram": lambda: train.forward(rsh, rp, track=True), "fwd": lambda: train.forward(rsh, rp)}
+    t |= {f"row_{key}": v for key, v in race(row_fwd, max(2, reps // 3), device).items()}
     t["row_gram"] = max(t["row_fwd_gram"] - t["row_fwd"], 0.0)
 
     # end to end: train() per step at the default cadence, (T(2 CADENCE) - T(0)) / (2 CADENCE)

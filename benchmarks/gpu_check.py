@@ -516,7 +516,8 @@ def part_pack_identity(ctx: Ctx) -> dict[str, Any]:
     X, y = unit_rows(s.small_n, s.small_d, seed=1)
     W0, a = model.init_params(s.small_d, s.small_m, 1)
     specs = run_specs(4, 0.1 / s.small_n)
-    kw = dict(steps=s.identity_steps, gram_every=s.identity_gram_every, dtype="float32", device=ctx.device, **engine_kwargs("direct"))
+    kw = dict(steps=s.identity_steps, gram_every=s.identity_gram_every, dtype="float32", device=ctx.device,
+              **engine_kwargs("direct"))
     packed = train.train_many(X, y, W0, a, specs, **kw, **pack_kwargs(len(specs)))
     alone = [train.train_many(X, y, W0, a, [sp], **kw)[0] for sp in specs]
     runs = [
@@ -561,7 +562,8 @@ def part_rowspace(ctx: Ctx) -> dict[str, Any]:
     ikw = dict(steps=s.identity_steps, gram_every=s.identity_gram_every, dtype="float32", device=ctx.device,
                engine="rowspace")  # fmt: skip
     packed = train.train_many(Xi, yi, Wi, ai, ispecs, **ikw, pack_size=len(ispecs))
-    identical = all(frames_identical(p, train.train_many(Xi, yi, Wi, ai, [sp], **ikw)[0]) for sp, p in zip(ispecs, packed))
+    alone = [train.train_many(Xi, yi, Wi, ai, [sp], **ikw)[0] for sp in ispecs]
+    identical = all(frames_identical(p, q) and p.attrs == q.attrs for p, q in zip(packed, alone))
     note(f"rowspace pack identity: {identical}")
     # step times
     steps = []
