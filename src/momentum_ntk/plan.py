@@ -53,8 +53,10 @@ def n_instances(dataset: str, max_per_class: int | None) -> int:
 
 def train_mem_mb(n: int, d: int, m: int, dtype_bytes: int, gram_rows: int) -> int:
     """Peak memory of one train job in MiB: X in float64 and in the compute dtype, ~6 d×m and ~3 n×m buffers, the
-    tracked Gram block (a few gram_rows² float64 arrays), plus ~600 MiB for the interpreter and torch."""
-    total = n * d * (8 + dtype_bytes) + 6 * d * m * dtype_bytes + 3 * n * m * dtype_bytes + 4 * gram_rows**2 * 8
+    tracked Gram block (a few gram_rows² float64 arrays), H(0) and H∞ of the trajectory error with one n×n float64
+    temporary (3 n² doubles), plus ~600 MiB for the interpreter and torch."""
+    total = (n * d * (8 + dtype_bytes) + 6 * d * m * dtype_bytes + 3 * n * m * dtype_bytes + 4 * gram_rows**2 * 8
+             + 3 * n * n * 8)
     return 600 + total // 2**20
 
 
@@ -99,16 +101,19 @@ class TrainJob:
         """Host memory (MiB). CPU: the runs train one after another, so one run's buffers (:func:`train_mem_mb`) plus
         every run's metric record. GPU: the buffers live on the device; the host holds X and the records, plus
         ~1.5 GiB for the CUDA runtime."""
-        records = self.runs * (self.steps + 1) * 5 * 8 * 2 // 2**20
+        records = self.runs * (self.steps + 1) * 7 * 8 * 2 // 2**20
         if not self.gpu:
             return train_mem_mb(self.n, self.d, self.m, self.dtype_bytes, self.gram_rows) + records
-        return 600 + 1536 + (self.n * self.d * (8 + self.dtype_bytes) + 8 * self.gram_rows**2) // 2**20 + records
+        host = self.n * self.d * (8 + self.dtype_bytes) + 8 * self.gram_rows**2 + 2 * 8 * self.n**2  # H∞ built here
+        return 600 + 1536 + host // 2**20 + records
 
     def device_mem_mb(self) -> int:
-        """GPU memory (MiB) when all runs are batched: per run 3 d×m + n×m + n×d buffers, plus X and the Gram work."""
+        """GPU memory (MiB) when all runs are batched: per run 3 d×m + n×m + n×d buffers, plus X, the Gram work and the
+        two n×n float64 Gram matrices of the trajectory error."""
         b = self.dtype_bytes
         per_run = (3 * self.d * self.m + self.n * self.m + self.n * self.d + self.n) * b
-        shared = (self.n * self.d + self.d * self.m) * b + self.n * self.m + self.runs * 5 * self.gram_rows**2 * 8
+        shared = ((self.n * self.d + self.d * self.m) * b + self.n * self.m + self.runs * 5 * self.gram_rows**2 * 8
+                  + 3 * self.n**2 * 8)  # H(0), H∞ and a temporary for the trajectory error
         return (self.runs * per_run + shared) // 2**20
 
     def runtime_min(self) -> int:
