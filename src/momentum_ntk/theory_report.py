@@ -426,7 +426,7 @@ def figure_width_error(pred: Predictions, *, fraction: float = HORIZON_FRACTION,
 def run_rates(pred: Predictions, fraction: float = HORIZON_FRACTION,
               floor_ratio: float = HORIZON_FLOOR_RATIO) -> pd.DataFrame:
     """Per run: the measured rate over its robust window, every prediction's rate over that window, the asymptotic
-    rates and damping constants of its record, and the max relative errors up to T."""
+    rates and damping constants of its record, and up to T the trajectory errors and the relative loss errors."""
     rec = pred.records.set_index(RUN)
     err = run_errors(pred.curves, fraction, floor_ratio).set_index(RUN)
     rows = []
@@ -478,7 +478,8 @@ def _num(x: Any) -> float:
 
 def rate_table(pred: Predictions, fraction: float = HORIZON_FRACTION,
                floor_ratio: float = HORIZON_FLOOR_RATIO) -> pd.DataFrame:
-    """Per setting: seed means of :func:`run_rates` (std of the measured rate, worst-seed relative errors)."""
+    """Per setting: seed means of :func:`run_rates` (std of the measured rate; worst-seed trajectory and relative
+    loss errors; the smallest and largest T)."""
     runs = run_rates(pred, fraction, floor_ratio)
     num = [c for c in runs.columns if c not in RUN]
     g = runs.groupby(SETTING, sort=True)
