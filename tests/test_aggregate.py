@@ -33,6 +33,8 @@ def write_run(root: Path, *, dataset: str = "toy", method: str = "hb", width: in
         "lambda_min_H": np.asarray(lambda_min if lambda_min is not None else np.full(len(loss), np.nan), dtype=float),
         "lambda_max_H": np.full(len(loss), np.nan),
         "pattern_changed": np.full(len(loss), np.nan),
+        "traj_err_h0": np.linspace(0.0, 0.1, len(loss)),
+        "traj_err_inf": np.linspace(0.0, 0.2, len(loss)),
     })
     if drop:
         df = df.drop(columns=drop)

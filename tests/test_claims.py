@@ -33,20 +33,22 @@ def nag_curve(t: np.ndarray, seed: int) -> np.ndarray:
 
 def long_table(dataset: str = "toy", *, steps: int = 300, widths=(100, 400, 1600), seeds=(0, 1, 2),
                hb: Curve = hb_curve, nag: Curve = nag_curve, dist_exponent: float = -0.5, gram: float = 0.8,
-               diverged: frozenset = frozenset()) -> pd.DataFrame:
-    """Runs of one (η, β) with the given loss curves, max distance ∝ m^dist_exponent and λmin(H)/λ0 ≥ ``gram``."""
+               gram0: float = 1.0, diverged: frozenset = frozenset()) -> pd.DataFrame:
+    """Runs of one (η, β) with the given loss curves, max distance ∝ m^dist_exponent and λmin(H(t))/λ0 falling
+    linearly from ``gram0`` at step 0 to ``gram`` at the end."""
     t = np.arange(steps + 1)
     frames = []
     for method, curve in (("hb", hb), ("nag", nag)):
         for width in widths:
             for seed in seeds:
                 loss = curve(t, seed)
-                lam = np.where(t % 10 == 0, 0.2 * (1 - (1 - gram) * t / steps), np.nan)
+                lam = np.where(t % 10 == 0, 0.2 * (gram0 - (gram0 - gram) * t / steps), np.nan)
                 frames.append(pd.DataFrame({
                     "dataset": dataset, "method": method, "width": width, "eta_divisor": 10, "eta": 0.05,
                     "beta": 0.9, "seed": seed, "step": t, "loss": loss,
                     "max_dist": (1 - np.exp(-t / 30)) * (1 + 0.05 * seed) * float(width) ** dist_exponent,
                     "lambda_min_H": lam, "lambda_max_H": 5 * lam, "pattern_changed": 0 * lam, "lambda0_rows": 0.2,
+                    "traj_err_h0": 0.1 * (1 - np.exp(-t / 30)), "traj_err_inf": 0.2 * (1 - np.exp(-t / 30)),
                     "diverged": (method, width, seed) in diverged,
                 }))
     return runs_to_arrow(pd.concat(frames, ignore_index=True)).to_pandas()
@@ -125,6 +127,38 @@ def test_too_short_runs_are_inconclusive() -> None:
     assert set(v["linear_convergence"]) == {INCONCLUSIVE}  # HB falls 0.7 - 1 decades, < min_decades
 
 
+def test_interval_verdict() -> None:
+    assert claims.interval_verdict(-0.6, -0.4, -0.35, below=True) == HOLDS
+    assert claims.interval_verdict(-0.3, -0.1, -0.35, below=True) == FAILS
+    assert claims.interval_verdict(-0.41, -0.30, -0.35, below=True) == INCONCLUSIVE  # straddles the bar
+    assert claims.interval_verdict(0.1, 0.4, 0.0, below=False) == HOLDS
+    assert claims.interval_verdict(float("nan"), -0.4, -0.35, below=True) == INCONCLUSIVE
+
+
+def test_distance_interval_straddling_the_bar_is_inconclusive() -> None:
+    """Exponents near the bar −1/2 + slope_tol = −0.35 with seed noise: the reported interval straddles the bar, so
+    the verdict is inconclusive, whichever side of the bar the seed mean falls on."""
+    runs = long_table(dist_exponent=-0.38, seeds=(0, 1, 2, 3))
+    rng = np.random.default_rng(3)
+    per_run = {k: np.exp(0.15 * rng.standard_normal()) for k in runs.groupby(["method", "width", "seed"]).groups}
+    runs["max_dist"] *= [per_run[k] for k in zip(runs["method"], runs["width"], runs["seed"])]
+    res = claims.evaluate(summarize(runs, [10]), runs)["distance_width_scaling"]
+    for row in res.to_dict(orient="records"):
+        assert row["slope_lo"] < -0.35 < row["slope_hi"], row
+        assert row["verdict"] == INCONCLUSIVE and "straddles" in row["reason"]
+
+
+def test_gram_premise_failure_is_told_apart_from_drift() -> None:
+    drift = claims.evaluate(summarize(runs := long_table(gram=0.4), [10]), runs)["gram_stays_pd"]
+    assert set(drift["verdict"]) == {FAILS} and drift["reason"].str.startswith("drift").all()
+    assert (drift["h0_ratio_min"] == 1.0).all() and (drift["n_premise_failed"] == 0).all()
+    assert (drift["min_step"] == 300).all() and np.allclose(drift["gram_ratio_min"], 0.4)
+    premise = claims.evaluate(summarize(runs := long_table(gram=0.4, gram0=0.6), [10]), runs)["gram_stays_pd"]
+    assert set(premise["verdict"]) == {FAILS}
+    assert premise["reason"].str.startswith("premise fails at initialisation").all()
+    assert np.allclose(premise["h0_ratio_min"], 0.6) and (premise["n_premise_failed"] == 3).all()
+
+
 def test_width_gram_and_divergence_failures() -> None:
     v = verdicts(long_table(dist_exponent=0.0, gram=0.4, diverged=frozenset({("hb", 400, 1)})))
     assert v["distance_width_scaling"] == [FAILS, FAILS]
@@ -198,7 +232,7 @@ def test_cli_writes_markdown_and_json_for_two_datasets(tmp_path: Path) -> None:
     assert all(s["theorem_exponent"] > 0 for s in lin_a)
     assert report["thresholds"]["frac_hold"] == claims.THRESHOLDS["frac_hold"]
     text = md.read_text()
-    assert "| nag_below_hb" in text and "**fails** (0/3/0)" in text and "max_slope_std" in text
+    assert "| nag_below_hb" in text and "**fails** (0/3/0)" in text and "premise_ratio" in text
 
 
 def test_missing_dataset_in_runs_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -221,8 +255,11 @@ def test_missing_dataset_in_runs_exits_2(tmp_path: Path, capsys: pytest.CaptureF
 
 
 def theory_record(method: str = "nag", width: int = 100, seed: int = 0, *, dataset: str = "toy", steps: int = 300,
-                  frac: float = 1.0, first: int | None = None, relerr: float = 0.05, horizon: int = 150) -> dict:
-    """The fields of a `theory predict --run` record that claims 5-6 read."""
+                  frac: float = 1.0, first: int | None = None, traj: float = 0.05, horizon: int = 150,
+                  rate_theorem: float = 0.03) -> dict:
+    """The fields of a `theory predict --run` record that claims 5-6 read. The bound's prefactor is 600·ℓ(0) and its
+    exponent ``rate_theorem`` per step (long_table's losses decay at −ln 0.95 = 0.051 (HB) and −ln 0.92 = 0.083
+    (NAG) per step); the relative loss error is 3× the trajectory error ``traj``."""
     return {
         "dataset": dataset, "method": method, "width": width, "eta_divisor": 10, "beta": 0.9, "seed": seed,
         "eta": 0.05, "lambda0": 0.2, "steps": steps,
@@ -230,13 +267,16 @@ def theory_record(method: str = "nag", width: int = 100, seed: int = 0, *, datas
         "bound_margin": {"max_ratio": 0.5 if first is None else 3.0, "step_of_max": 0,
                          "measured_ratio_at_first_violation": None if first is None else 0.01},
         "horizon": {"step": horizon, "fraction": 0.5, "floor_ratio": 1e-4},
-        "max_relerr_lin_h0_horizon": relerr, "max_relerr_lin_inf_horizon": 2 * relerr,
+        "max_relerr_lin_h0_horizon": 3 * traj, "max_relerr_lin_inf_horizon": 6 * traj,
+        "max_traj_err_lin_h0_horizon": traj, "max_traj_err_lin_inf_horizon": 2 * traj,
+        "traj_err_lin_h0_at": {"100": traj / 2, "300": None},
+        "bound_prefactor": 600.0 * (1.0 + 0.1 * seed), "rate_theorem": rate_theorem, "loss0": 1.0 + 0.1 * seed,
     }
 
 
 def theory_verdicts(records: list[dict]) -> tuple[pd.DataFrame, pd.DataFrame]:
     theory = pd.DataFrame([claims.theory_row(r) for r in records])
-    return claims.claim_bound(theory), claims.claim_linearization(theory)
+    return claims.claim_bound(theory, long_table()), claims.claim_linearization(theory)
 
 
 def test_theorem_bound_holds_fails_inconclusive() -> None:
@@ -247,6 +287,7 @@ def test_theorem_bound_holds_fails_inconclusive() -> None:
     row = bound.iloc[0]
     assert row["n_seeds_violated"] == 1 and row["first_violation_step"] == 12
     assert "20.0% of the steps" in row["reason"] and "first at step 12" in row["reason"]
+    assert row["prefactor_over_loss0"] == pytest.approx(600.0)
     bound, _ = theory_verdicts([theory_record(steps=5)])
     assert bound["verdict"].tolist() == [INCONCLUSIVE]
     # the theorem's β for α = λ0/2: (1 − √(λ0η/2))/(1 + √(λ0η/2)) with λ0η = 0.01
@@ -255,17 +296,35 @@ def test_theorem_bound_holds_fails_inconclusive() -> None:
     assert gd.empty  # no theorem for GD
 
 
+def test_rate_slower_than_the_theorem_fails_before_any_crossing() -> None:
+    """Below the bound at every step of the run, but decaying more slowly than the theorem's exponent: the bound will
+    be crossed later. fails, with the fitted envelope's crossing step, extrapolated past the run's 300 steps."""
+    bound, _ = theory_verdicts([theory_record(seed=s, rate_theorem=0.1) for s in (0, 1)])
+    row = bound.iloc[0]
+    assert row["verdict"] == FAILS and row["n_seeds_violated"] == 0 and row["n_seeds_slower"] == 2
+    assert row["rate_ratio_min"] == pytest.approx(-np.log(0.92) / 0.1, rel=1e-6)
+    # the envelope log ℓ = log(1 + 0.1 s) + k log 0.92 meets log(600 (1 + 0.1 s)) − 0.1 k at k = log 600 / (0.1 + log 0.92)
+    assert row["crossing_step"] == pytest.approx(np.log(600) / (0.1 + np.log(0.92)), rel=1e-6)
+    assert row["crossing_step"] > 300 and "crosses the bound at step ≈ 385" in row["reason"]
+    assert "600·ℓ(0)" in row["reason"]
+    bound, _ = theory_verdicts([theory_record(seed=s, rate_theorem=0.05) for s in (0, 1)])
+    assert bound["verdict"].tolist() == [HOLDS] and bound["rate_ratio_min"].iloc[0] > 1
+    assert "600·ℓ(0)" in bound["reason"].iloc[0]
+
+
 def test_linearization_holds_fails_inconclusive() -> None:
-    _, lin = theory_verdicts([theory_record(seed=s, relerr=0.04 + 0.01 * s) for s in (0, 1)])
-    assert lin["verdict"].tolist() == [HOLDS] and lin["relerr_h0_max"].iloc[0] == pytest.approx(0.05)
-    _, lin = theory_verdicts([theory_record(seed=s, relerr=0.3 + 0.1 * s) for s in (0, 1)])
+    _, lin = theory_verdicts([theory_record(seed=s, traj=0.04 + 0.01 * s) for s in (0, 1)])
+    assert lin["verdict"].tolist() == [HOLDS] and lin["traj_h0_max"].iloc[0] == pytest.approx(0.05)
+    assert lin["relerr_h0_max"].iloc[0] == pytest.approx(0.15)  # descriptive only: above 10 %, still holds
+    assert lin["traj_h0_k100_max"].iloc[0] == pytest.approx(0.025) and np.isnan(lin["traj_h0_k300_max"].iloc[0])
+    _, lin = theory_verdicts([theory_record(seed=s, traj=0.3 + 0.1 * s) for s in (0, 1)])
     assert lin["verdict"].tolist() == [FAILS] and "30.0% even in the best seed" in lin["reason"].iloc[0]
-    _, lin = theory_verdicts([theory_record(seed=0, relerr=0.05), theory_record(seed=1, relerr=0.3)])
+    _, lin = theory_verdicts([theory_record(seed=0, traj=0.05), theory_record(seed=1, traj=0.3)])
     assert lin["verdict"].tolist() == [INCONCLUSIVE] and "1/2 seeds" in lin["reason"].iloc[0]
-    _, lin = theory_verdicts([theory_record(horizon=3, relerr=0.01)])
+    _, lin = theory_verdicts([theory_record(horizon=3, traj=0.01)])
     assert lin["verdict"].tolist() == [INCONCLUSIVE]
     # one seed with too short a horizon is left out, the other decides
-    _, lin = theory_verdicts([theory_record(seed=0, horizon=3, relerr=0.9), theory_record(seed=1, relerr=0.02)])
+    _, lin = theory_verdicts([theory_record(seed=0, horizon=3, traj=0.9), theory_record(seed=1, traj=0.02)])
     assert lin["verdict"].tolist() == [HOLDS] and "1 seed(s) left out" in lin["reason"].iloc[0]
 
 
@@ -285,7 +344,7 @@ def _write_inputs(tmp_path: Path, records: list[dict]) -> list[str]:
 
 def test_cli_with_theory_records(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     records = [theory_record(m, w, s, frac=0.9 if (m, w) == ("hb", 400) else 1.0,
-                             first=7 if (m, w) == ("hb", 400) else None, relerr=0.5 / w**0.5)
+                             first=7 if (m, w) == ("hb", 400) else None, traj=0.5 / w**0.5)
                for m in ("hb", "nag") for w in (100, 400, 1600) for s in (0, 1)]
     argv = _write_inputs(tmp_path, records)
     assert cli(claims.main, argv) == 0
@@ -294,7 +353,7 @@ def test_cli_with_theory_records(tmp_path: Path, capsys: pytest.CaptureFixture[s
                                                                                                INCONCLUSIVE: 0}}
     lin = by_id["linearization_accurate"]["by_dataset"]["toy"]  # 0.5/√m: 5 % at m = 100, 2.5 % at 400, 1.25 %
     assert lin == {"verdict": HOLDS, "counts": {HOLDS: 6, FAILS: 0, INCONCLUSIVE: 0}}
-    assert json.loads((tmp_path / "c.json").read_text())["thresholds"]["linear_relerr_max"] == 0.1
+    assert json.loads((tmp_path / "c.json").read_text())["thresholds"]["traj_err_max"] == 0.1
     text = (tmp_path / "c.md").read_text()
     assert "## theorem_bound_holds" in text and "**fails** (5/1/0)" in text and "beta_theorem" in text
     # without --theory the two claims are absent

@@ -38,6 +38,7 @@ def long_table(dataset: str = "toy") -> pd.DataFrame:
                         "loss": (1 + seed) * rho**t,
                         "max_dist": (1 - np.exp(-t / 20)) * (1 + 0.1 * seed) / np.sqrt(width),
                         "lambda_min_H": lam, "lambda_max_H": lam * 10, "pattern_changed": lam * 0,
+                        "traj_err_h0": 0.01 * t / t.max(), "traj_err_inf": 0.02 * t / t.max(),
                         "lambda0_rows": 0.2, "diverged": False,
                     }))
     return pd.concat(rows, ignore_index=True)

@@ -359,8 +359,12 @@ def test_cli_modes_and_predict(tmp_path) -> None:
         "relerr_lin_h0",
         "relerr_ode_beta",
         "relerr_ode_paper",
+        "traj_err_h0",
+        "traj_err_inf",
     ]
     assert list(pred.columns) == expected and len(pred) == steps + 1
+    run = pd.read_parquet(run_path)
+    np.testing.assert_array_equal(pred["traj_err_h0"].to_numpy()[: len(run)], run["traj_err_h0"].to_numpy())
     for col in ("loss_lin_inf", "loss_lin_h0", "loss_ode_beta", "loss_ode_paper", "loss_measured"):
         assert pred[col].iloc[0] == pytest.approx(meta["loss0"], rel=1e-6)  # H∞ eigvecs stored in float32
     np.testing.assert_allclose(pred["time"], np.arange(steps + 1) * math.sqrt(summary["eta"]["2"]))
@@ -373,6 +377,8 @@ def test_cli_modes_and_predict(tmp_path) -> None:
         "rate_theorem",
         "rate_measured",
         "max_relerr_lin_h0",
+        "max_traj_err_lin_h0_horizon",
+        "bound_prefactor",
         "bound_check",
         "alpha_thm2",
         "rho_nag",

@@ -24,8 +24,8 @@ SLOPE = -0.7  # max relative error of the H(0) prediction ∝ m^SLOPE
 def prediction_table(method: str, width: int, seed: int, steps: int = STEPS) -> pd.DataFrame:
     """A prediction table as `theory predict --run` writes it, with known relative errors.
 
-    ℓ_lin_h0 = ℓ(1 + a m^SLOPE k/steps), so max_{k ≤ T} relerr = a m^SLOPE T/steps with a = 1 + 0.2·seed;
-    ℓ_lin_inf twice as far off; the ODE curves decay at 0.04 / 0.06 per step; the bound sits 10× above ℓ(0) and decays
+    ℓ_lin_h0 = ℓ(1 + a m^SLOPE k/steps), so max_{k ≤ T} relerr = a m^SLOPE T/steps with a = 1 + 0.2·seed, and the
+    trajectory error e(k) of the run the same a m^SLOPE k/steps; ℓ_lin_inf and e_inf twice as far off; the ODE curves decay at 0.04 / 0.06 per step; the bound sits 10× above ℓ(0) and decays
     at 0.01 per step (never reached).
     """
     k = np.arange(steps + 1)
@@ -42,7 +42,7 @@ def prediction_table(method: str, width: int, seed: int, steps: int = STEPS) -> 
         "loss_ode_paper": np.nan if gd else loss0 * np.exp(-0.06 * k),
         "bound_theorem": np.nan if gd else 10 * loss0 * np.exp(-0.01 * k),
     })
-    return theory.attach_run(pred, pd.DataFrame({"step": k, "loss": meas}))
+    return theory.attach_run(pred, pd.DataFrame({"step": k, "loss": meas, "traj_err_h0": err, "traj_err_inf": 2 * err}))
 
 
 def write_prediction(root: Path, method: str, width: int, seed: int, *, dataset: str = "toy", eta_divisor: int = 10,
@@ -81,13 +81,22 @@ def test_horizon_stops_at_the_fraction_and_before_the_floor() -> None:
     assert theory.horizon_step(k, np.full(101, np.nan)) is None
 
 
-def test_run_errors_use_the_common_horizon(preds: list[Path]) -> None:
+def test_run_errors_use_each_runs_own_horizon(preds: list[Path]) -> None:
     pred = theory_report.load_predictions(preds)
     err = theory_report.run_errors(pred.curves)
     assert (err["horizon"] == STEPS // 2).all() and len(err) == 12
     row = err[(err["method"] == "hb") & (err["width"] == 200) & (err["seed"] == 1)].iloc[0]
-    assert row["max_relerr_lin_h0"] == pytest.approx(1.2 * 200**SLOPE * 0.5, rel=1e-9)
-    assert row["max_relerr_lin_inf"] == pytest.approx(2 * row["max_relerr_lin_h0"], rel=1e-9)
+    assert row["max_traj_err_lin_h0"] == pytest.approx(1.2 * 200**SLOPE * 0.5, rel=1e-9)
+    assert row["max_traj_err_lin_inf"] == pytest.approx(2 * row["max_traj_err_lin_h0"], rel=1e-9)
+    assert row["max_relerr_lin_h0"] == pytest.approx(1.2 * 200**SLOPE * 0.5, rel=1e-9)  # descriptive, still there
+    # one run falls below 1e-4·ℓ(0) after step 20: its T is 20, the others' stays 30 (no minimum over a series)
+    curves = pred.curves.copy()
+    one = (curves["method"] == "hb") & (curves["width"] == 200) & (curves["seed"] == 1)
+    curves.loc[one & (curves["step"] > 20), "loss_measured"] *= 1e-6
+    err = theory_report.run_errors(curves).set_index(["method", "width", "seed"])
+    assert err.loc[("hb", 200, 1), "horizon"] == 20
+    assert err.loc[("hb", 200, 1), "max_traj_err_lin_h0"] == pytest.approx(1.2 * 200**SLOPE * 20 / STEPS, rel=1e-9)
+    assert (err.drop(index=[("hb", 200, 1)])["horizon"] == STEPS // 2).all()
 
 
 def test_width_fit_recovers_the_slope(preds: list[Path]) -> None:
@@ -99,7 +108,7 @@ def test_width_fit_recovers_the_slope(preds: list[Path]) -> None:
     rng = np.random.default_rng(0)
     widths = np.repeat([100, 300, 1000, 3000, 10000], 8)
     noisy = pd.DataFrame({"method": np.tile(["hb", "nag"], 20), "eta_divisor": 10, "beta": 0.9, "width": widths,
-                          "max_relerr_lin_h0": np.where(np.tile(["hb", "nag"], 20) == "hb", 3.0, 0.5)
+                          "max_traj_err_lin_h0": np.where(np.tile(["hb", "nag"], 20) == "hb", 3.0, 0.5)
                           * widths**-0.5 * np.exp(rng.normal(0, 0.1, widths.size))})
     fit = theory_report.fit_width_slope(noisy)
     assert abs(fit["slope"] + 0.5) < 3 * fit["stderr"] and fit["stderr"] < 0.05

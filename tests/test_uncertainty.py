@@ -62,7 +62,7 @@ def errors_table(seeds: int = 4) -> pd.DataFrame:
             for m in (250, 500, 1000, 2000):
                 e = (2.0 if method == "hb" else 0.5) * m**-0.7 * math.exp(0.2 * rng.standard_normal())
                 rows.append({"method": method, "eta_divisor": 10, "beta": 0.99, "seed": s, "width": m,
-                             "max_relerr_lin_h0": e})
+                             "max_traj_err_lin_h0": e})
     return pd.DataFrame(rows)
 
 
@@ -70,7 +70,7 @@ def test_linearization_slope_bootstrap_equals_refitting_each_resample():
     """The per-seed sufficient statistics give, on a balanced design, the same slope as refitting the fixed-effects
     model (:func:`fit_width_slope`) on each resampled table (seeds relabelled per draw)."""
     err = errors_table()
-    df = _centred(err, "max_relerr_lin_h0", ["method", "eta_divisor", "beta"])
+    df = _centred(err, "max_traj_err_lin_h0", ["method", "eta_divisor", "beta"])
     sums = df.assign(xy=df["x"] * df["y"], xx=df["x"] ** 2).groupby("seed")[["xy", "xx"]].sum().to_numpy()
     rng = np.random.Generator(np.random.PCG64(0))
     draws = rng.integers(0, 4, size=(30, 4))
@@ -82,8 +82,8 @@ def test_linearization_slope_bootstrap_equals_refitting_each_resample():
 
 
 def test_width_slope_uncertainty_on_synthetic_curves():
-    """Curves whose linearized loss is off by a width-dependent factor (1 + c·m^-0.7) for k ≤ T give the slope −0.7,
-    with an interval that contains it."""
+    """Runs whose trajectory error grows as c·m^-0.7·k/100 up to T give the slope −0.7, with an interval that
+    contains it."""
     rows = []
     for s in range(4):
         c = 5.0 * (1 + 0.1 * s)
@@ -93,8 +93,9 @@ def test_width_slope_uncertainty_on_synthetic_curves():
             lin = measured * (1 + c * m**-0.7)
             rows.append(pd.DataFrame({"method": "nag", "width": m, "eta_divisor": 10, "beta": 0.99, "seed": s,
                                       "step": k, "loss_measured": measured, "loss_lin_h0": lin, "loss_lin_inf": lin,
-                                      "loss_ode_beta": lin, "loss_ode_paper": lin, "bound_theorem": lin}))
+                                      "loss_ode_beta": lin, "loss_ode_paper": lin, "bound_theorem": lin,
+                                      "traj_err_h0": c * m**-0.7 * k / 100, "traj_err_inf": c * m**-0.7 * k / 50}))
     out = width_slope_uncertainty(pd.concat(rows, ignore_index=True), fraction=0.5)
     assert out["slope"] == pytest.approx(-0.7, abs=1e-9)
     assert out["lo"] <= -0.7 <= out["hi"] and out["hi"] - out["lo"] < 1e-6
-    assert out["widths"] == [250, 500, 1000, 2000] and out["horizons"] == [50] and out["n_seeds"] == 4
+    assert out["widths"] == [250, 500, 1000, 2000] and out["horizons"] == [50, 50] and out["n_seeds"] == 4

@@ -131,7 +131,7 @@ def test_tiny_preset_runs_end_to_end(tiny_run):
     slopes = json.loads((tiny_run / "results/claims.json").read_text())["linearization_width_slopes"]["mnist5k"]
     assert slopes["lin_h0"]["widths"] == [64, 256] and slopes["lin_h0"]["n_seeds"] == 2
     assert slopes["lin_h0"]["lo"] <= slopes["lin_h0"]["slope"] <= slopes["lin_h0"]["hi"]
-    assert "Width slope b of the linearization error" in (tiny_run / "results/claims.md").read_text()
+    assert "Width slope b of the trajectory error e(k)" in (tiny_run / "results/claims.md").read_text()
     logs = list((tiny_run / "results/logs/train").rglob("*.log"))
     assert logs and all("slurm_job_id=none" in p.read_text() for p in logs)
 

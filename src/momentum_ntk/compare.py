@@ -25,6 +25,9 @@ from momentum_ntk.dynamics import (
 from momentum_ntk.methods import alpha_thm2, rho_nag
 
 PREDICTIONS = ("lin_inf", "lin_h0", "ode_beta", "ode_paper")
+# The trajectory errors e(k) = ‖u(k) − u_lin(k)‖/‖u(0) − y‖ a run records (momentum_ntk.trajectory), per linearization.
+TRAJ_COLUMNS = {"lin_h0": "traj_err_h0", "lin_inf": "traj_err_inf"}
+TRAJ_STEPS = (100, 300)  # e(k) is also reported at these fixed steps (when ≤ the run's horizon T)
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -46,6 +49,23 @@ def max_relative_error(table: pd.DataFrame, prediction: str = "lin_h0", upto: in
     err = np.abs(relative_error(rows["loss_measured"].to_numpy(), rows[f"loss_{prediction}"].to_numpy()))
     err = err[np.isfinite(err)]
     return float(err.max()) if err.size else math.nan
+
+
+def max_trajectory_error(table: pd.DataFrame, prediction: str = "lin_h0", upto: int | None = None) -> float:
+    """sup_{k ≤ upto} e(k) of the ``prediction``'s linearization (NaN if no finite value): the error NTK theory bounds
+    uniformly in time."""
+    rows = table if upto is None else table[table["step"] <= upto]
+    err = rows[TRAJ_COLUMNS[prediction]].to_numpy(dtype=np.float64)
+    err = err[np.isfinite(err)]
+    return float(err.max()) if err.size else math.nan
+
+
+def trajectory_error_at(table: pd.DataFrame, prediction: str, step: int, upto: int | None) -> float:
+    """e(step) of the ``prediction``'s linearization; NaN past the horizon ``upto`` or where the run has no value."""
+    if upto is None or step > upto:
+        return math.nan
+    hit = table.loc[table["step"] == step, TRAJ_COLUMNS[prediction]].to_numpy(dtype=np.float64)
+    return float(hit[0]) if hit.size else math.nan
 
 
 def bound_check(table: pd.DataFrame, upto: int | None = None) -> dict[str, Any]:
@@ -265,12 +285,16 @@ def prediction_rates(
 
 
 def attach_run(pred: pd.DataFrame, run: pd.DataFrame) -> pd.DataFrame:
-    """Add ``loss_measured`` (NaN past the run's last step) and ``relerr_<prediction>`` = (pred − meas)/meas."""
-    meas = run.set_index("step")["loss"].astype(np.float64)
+    """Add ``loss_measured`` (NaN past the run's last step), ``relerr_<prediction>`` = (pred − meas)/meas, and the
+    run's trajectory errors ``traj_err_h0`` / ``traj_err_inf`` (NaN past its last step)."""
+    run = run.set_index("step")
+    steps = pred["step"].to_numpy()
     out = pred.copy()
-    out["loss_measured"] = meas.reindex(out["step"].to_numpy()).to_numpy()
+    out["loss_measured"] = run["loss"].astype(np.float64).reindex(steps).to_numpy()
     for name in PREDICTIONS:
         out[f"relerr_{name}"] = relative_error(out["loss_measured"].to_numpy(), out[f"loss_{name}"].to_numpy())
+    for col in TRAJ_COLUMNS.values():
+        out[col] = run[col].astype(np.float64).reindex(steps).to_numpy()
     return out
 
 
@@ -281,7 +305,8 @@ def comparison_record(
     horizon_floor_ratio: float = HORIZON_FLOOR_RATIO,
 ) -> dict[str, Any]:
     """Window-fitted rates of the measured and predicted curves, max relative errors (over the whole run and up to the
-    horizon T of :func:`horizon_step`), the bound check and the bound margin."""
+    horizon T of :func:`horizon_step`), the trajectory errors up to T (sup, its step, and at :data:`TRAJ_STEPS`), the
+    bound check and the bound margin."""
     lo, hi = window
     step = table["step"].to_numpy()
     T = horizon_step(step, table["loss_measured"].to_numpy(), horizon_fraction, horizon_floor_ratio)
@@ -294,6 +319,9 @@ def comparison_record(
         rec[f"window_rate_{name}"] = fit_rate(step, table[f"loss_{name}"], lo, hi)
         rec[f"max_relerr_{name}"] = max_relative_error(table, name)
         rec[f"max_relerr_{name}_horizon"] = max_relative_error(table, name, upto=T) if T is not None else math.nan
+    for name, col in TRAJ_COLUMNS.items():
+        rec[f"max_traj_err_{name}_horizon"] = max_trajectory_error(table, name, upto=T) if T is not None else math.nan
+        rec[f"traj_err_{name}_at"] = {str(k): trajectory_error_at(table, name, k, T) for k in TRAJ_STEPS}
     rec["bound_check"] = bound_check(table)
     rec["bound_margin"] = bound_margin(table)
     return rec

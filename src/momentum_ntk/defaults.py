@@ -18,6 +18,7 @@ GAP_SEED = 0  # ntk.gap_seed
 EIGVEC_DTYPE = "float32"  # ntk.eigvec_dtype
 REPORT_STEPS = (100, 250, 500, 1000)  # analysis.report_steps
 THEORY_HORIZON = 0.5  # analysis.theory_horizon
+REGIME_N = (32, 64, 128)  # regime.n: sample sizes of the width sweep (momentum_ntk.regime)
 
 # config key -> the value above (what the test compares with the schema)
 SCHEMA_KEYS = {
@@ -34,4 +35,5 @@ SCHEMA_KEYS = {
     "ntk.eigvec_dtype": EIGVEC_DTYPE,
     "analysis.report_steps": list(REPORT_STEPS),
     "analysis.theory_horizon": THEORY_HORIZON,
+    "regime.n": list(REGIME_N),
 }

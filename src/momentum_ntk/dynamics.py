@@ -158,6 +158,13 @@ def alpha_damping_from_beta(beta: float, s: float) -> float:
     return ((1.0 - beta) / (1.0 + beta)) ** 2 / s
 
 
+def beta_theorem(lambda0: float, s: float) -> float:
+    """The momentum the theorems assume: β whose matched damping is the paper's α = λ0/2, i.e. the inverse of
+    :func:`alpha_damping_from_beta` at α = λ0/2:  β = (1 − √(λ0 s/2)) / (1 + √(λ0 s/2))."""
+    root = math.sqrt(lambda0 * s / 2.0)
+    return (1.0 - root) / (1.0 + root)
+
+
 def ode_coefficients(lam: np.ndarray, alpha_damping: float, s: float, method: str) -> tuple[np.ndarray, np.ndarray]:
     """Per-mode (γ, ω²) of ẍ + 2γẋ + ω²x = 0: γ = √α + the method's gradient damping (√s λ/2 for NAG, 0 for HB),
     ω² = (1 + √(αs)) λ."""

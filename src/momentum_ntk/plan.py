@@ -54,12 +54,13 @@ def n_instances(dataset: str, max_per_class: int | None) -> int:
 def train_mem_mb(n: int, d: int, m: int, dtype_bytes: int, gram_rows: int, engine: str = "direct",
                  w0_on_host: bool = True) -> int:  # fmt: skip
     """Peak memory of one train job in MiB: X in float64 and in the compute dtype, the tracked Gram block (a few
-    gram_rows² float64 arrays), ~600 MiB for the interpreter and torch, and the engine's buffers. Direct: ~6 d×m
-    (W(0) in float64, W(0), W, b, G) and ~3 n×m buffers. Row space: ~8 n×m in the compute dtype (X W(0), C, b, Z, M,
-    the patterns) and X W(0) in float64, plus W(0) in float64 (d×m) when the job holds it (``w0_on_host``: it writes
-    the theory modes) or else one 32 MiB block of its rows."""
+    gram_rows² float64 arrays), H(0) and H∞ of the trajectory error with one n×n float64 temporary (3 n² doubles),
+    ~600 MiB for the interpreter and torch, and the engine's buffers. Direct: ~6 d×m (W(0) in float64, W(0), W, b,
+    G) and ~3 n×m buffers. Row space: ~8 n×m in the compute dtype (X W(0), C, b, Z, M, the patterns) and X W(0) in
+    float64, plus W(0) in float64 (d×m) when the job holds it (``w0_on_host``: it writes the theory modes) or else one
+    32 MiB block of its rows."""
     b = dtype_bytes
-    total = n * d * (8 + b) + 4 * gram_rows**2 * 8
+    total = n * d * (8 + b) + 4 * gram_rows**2 * 8 + 3 * n * n * 8
     if engine == "rowspace":
         total += 8 * n * m * b + 8 * n * m + (8 * d * m if w0_on_host else 8 * 2**22) + n * n * b
     else:
@@ -138,20 +139,21 @@ class TrainJob:
         """Host memory (MiB). CPU: the runs train one after another, so one run's buffers (:func:`train_mem_mb`) plus
         every run's metric record. GPU: the buffers live on the device; the host holds X and the records, plus
         ~1.5 GiB for the CUDA runtime."""
-        records = self.runs * (self.steps + 1) * 5 * 8 * 2 // 2**20
+        records = self.runs * (self.steps + 1) * 7 * 8 * 2 // 2**20
         if not self.gpu:
             return train_mem_mb(self.n, self.d, self.m, self.dtype_bytes, self.gram_rows, self.engine,
                                 self.w0_on_host) + records  # fmt: skip
-        host = self.n * self.d * (8 + self.dtype_bytes) + 8 * self.gram_rows**2
+        host = self.n * self.d * (8 + self.dtype_bytes) + 8 * self.gram_rows**2 + 2 * 8 * self.n**2  # H∞ built here
         if self.engine == "rowspace":  # X W(0) is summed on the host in float64
             host += 8 * self.n * self.m + (8 * self.d * self.m if self.w0_on_host else 8 * 2**22)
         return 600 + 1536 + host // 2**20 + records
 
     def device_mem_mb(self) -> int:
         """GPU memory (MiB) when all runs are batched. Direct: per run 3 d×m + n×m + n×d buffers, plus X, W(0) and the
-        Gram work. Row space: per run 4 n×m buffers (C, b, Z, M), plus X, X W(0), X Xᵀ and the Gram work."""
+        Gram work. Row space: per run 4 n×m buffers (C, b, Z, M), plus X, X W(0), X Xᵀ and the Gram work. Both: the
+        two n×n float64 Gram matrices of the trajectory error and a temporary."""
         b, n, d, m = self.dtype_bytes, self.n, self.d, self.m
-        gram = n * m + self.runs * 5 * self.gram_rows**2 * 8
+        gram = n * m + self.runs * 5 * self.gram_rows**2 * 8 + 3 * n * n * 8  # H(0), H∞, a temporary
         if self.engine == "rowspace":
             return (self.runs * (4 * n * m + n) * b + (n * d + n * m + n * n) * b + gram) // 2**20
         per_run = (3 * d * m + n * m + n * d + n) * b

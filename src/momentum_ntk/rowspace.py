@@ -45,18 +45,20 @@ from typing import Any
 import numpy as np
 import torch
 
-from momentum_ntk import model, plan
+from momentum_ntk import model, ntk, plan
 from momentum_ntk.errors import UserError
 from momentum_ntk.train import (
     RunSpec,
     _aligned_empty,
     _col_sums_f64,
+    _linearized,
     _pack_coefficients,
     _residuals,
     _Shared,
     _track,
     shared_state,
 )
+from momentum_ntk.trajectory import Linearized
 
 ENGINES = plan.ENGINES  # auto, direct, rowspace
 
@@ -83,13 +85,23 @@ class RowShared(_Shared):
     K: torch.Tensor | None = None  # (n, n)
 
 
+def gram_pair_from_preactivations(X: np.ndarray, Z0: np.ndarray, device: torch.device | str) -> torch.Tensor:
+    """momentum_ntk.trajectory.gram_pair from X W(0) instead of W(0): (2, n, n) float64, H(0) = (X Xᵀ) ⊙ (S Sᵀ)/m with
+    S = 1{X W(0) ≥ 0} (model.gram_from_pattern, bit for bit model.gram_finite's for the same pattern) and H∞."""
+    X64 = torch.as_tensor(np.asarray(X, dtype=np.float64), device=device)
+    h0 = model.gram_from_pattern(X64 @ X64.T, torch.as_tensor(Z0 >= 0, device=device))
+    hinf = torch.as_tensor(ntk.ntk_gram(np.asarray(X, dtype=np.float64)), device=device)
+    return torch.stack([h0, hinf])
+
+
 def row_shared_state(X: np.ndarray, y: np.ndarray, W0: np.ndarray | model.Preactivations, a: np.ndarray, *,
-                     dtype: str | torch.dtype | None, device: str,
-                     gram_rows: Sequence[int] | np.ndarray | None = None) -> RowShared:  # fmt: skip
+                     dtype: str | torch.dtype | None, device: str, gram_rows: Sequence[int] | np.ndarray | None = None,
+                     trajectory: bool = True) -> RowShared:  # fmt: skip
     """RowShared on the device from X (n, d), y (n,), W(0) as a (d, m) array or as model.Preactivations, a (m,).
 
     Z0 is computed in float64 on the CPU (model.preactivations: the same bits whichever form W(0) comes in) and
-    rounded once to the compute dtype; K = X Xᵀ likewise. Checks the inputs (UserError)."""
+    rounded once to the compute dtype; K = X Xᵀ likewise; with ``trajectory`` H(0) and H∞ of the trajectory error
+    (:func:`gram_pair_from_preactivations`). Checks the inputs (UserError)."""
     pre = W0 if isinstance(W0, model.Preactivations) else None
     X = np.asarray(X)
     if pre is None:
@@ -99,9 +111,12 @@ def row_shared_state(X: np.ndarray, y: np.ndarray, W0: np.ndarray | model.Preact
         pre = model.preactivations(X, W0)
     if pre.Z0.ndim != 2 or X.ndim != 2 or pre.Z0.shape[0] != X.shape[0]:
         raise UserError(f"shapes do not fit: X {X.shape} (n, d), X W(0) {pre.Z0.shape} (n, m)")
-    base = shared_state(X, y, None, a, m=pre.Z0.shape[1], dtype=dtype, device=device, gram_rows=gram_rows)
+    base = shared_state(X, y, None, a, m=pre.Z0.shape[1], dtype=dtype, device=device, gram_rows=gram_rows,
+                        trajectory=False)  # fmt: skip
     X64 = np.asarray(X, dtype=np.float64)
     fields = {name: getattr(base, name) for name in base.__dataclass_fields__}
+    if trajectory:
+        fields["grams"] = gram_pair_from_preactivations(X64, pre.Z0, base.X.device)
     return RowShared(
         **fields,
         Z0=torch.tensor(pre.Z0, dtype=base.X.dtype, device=base.X.device),
@@ -124,14 +139,16 @@ class RowPack:
     mu0: torch.Tensor  # (k, 1, 1)
     c_g: torch.Tensor | None  # (k, 1, m) −η ν a/√m, None when no run is NAG
     c_b: torch.Tensor  # (k, 1, m) −η ρ a/√m (−η a/√m when every run is GD)
+    lin: Linearized | None = None  # the runs' linearized trajectories (momentum_ntk.trajectory), None: not tracked
 
     @property
     def k(self) -> int:
         return len(self.ids)
 
     def forward(self, sh: RowShared, track: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """train.forward's contract: pre-activations Z(t) = Z0 + K C(t), the Gram record when ``track``, residuals
-        r in ``f`` (k, n, 1), and the metrics (k, 2) float64 = (ℓ, max_r ‖w_r(t) − w_r(0)‖) on the device."""
+        """train.forward's first part: pre-activations Z(t) = Z0 + K C(t), the Gram record when ``track``, residuals
+        r in ``f`` (k, n, 1), and the metrics (k, 2) float64 = (ℓ, max_r ‖w_r(t) − w_r(0)‖) on the device
+        (train.forward appends the trajectory errors, which read ``f`` only)."""
         k, n = self.k, sh.K.shape[0]
         torch.bmm(sh.K.expand(k, n, n), self.C, out=self.Z)
         torch.mul(self.C, self.Z, out=self.M)
@@ -179,6 +196,7 @@ class RowPack:
             mu0=self.mu0[keep],
             c_g=None if self.c_g is None else self.c_g[keep],
             c_b=self.c_b[keep],
+            lin=None if self.lin is None else self.lin.select(keep),
         )
 
 
@@ -199,6 +217,7 @@ def new_row_pack(sh: RowShared, specs: list[RunSpec], ids: list[int]) -> RowPack
         mu0=co["mu0"],
         c_g=co["c_g"],
         c_b=co["c_b"],
+        lin=_linearized(sh, specs, ids),
     )
 
 

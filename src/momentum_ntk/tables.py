@@ -10,7 +10,8 @@ from __future__ import annotations
 import pyarrow as pa
 
 # One row per step of one run: what train writes (per-run Parquet) and aggregate reads.
-RUN_COLUMNS = ("step", "loss", "max_dist", "lambda_min_H", "lambda_max_H", "pattern_changed")
+RUN_COLUMNS = ("step", "loss", "max_dist", "lambda_min_H", "lambda_max_H", "pattern_changed", "traj_err_h0",
+               "traj_err_inf")
 
 # A setting: one point of the grid up to the seed; a run: a setting and a seed.
 SETTING_KEYS = ["dataset", "method", "width", "eta_divisor", "beta"]
@@ -48,5 +49,7 @@ RUN_SCHEMA = pa.schema(
         ("pattern_changed", pa.float64()),
         ("lambda0_rows", pa.float64()),
         ("diverged", pa.bool_()),
+        ("traj_err_h0", pa.float64()),
+        ("traj_err_inf", pa.float64()),
     ]
 )

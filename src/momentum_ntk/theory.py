@@ -19,11 +19,14 @@ Outputs. ``modes``: Parquet k int64, lambda_inf, coef_inf, lambda_h0, coef_h0 fl
 of H∞ resp. H(0) and Δ_0's coefficient on its eigenvector), with a JSON record under the schema metadata key
 ``momentum_ntk.theory`` (n, d, width, seed, dataset, loss0, pseudo_loss0 = ℓ̂(0), lambda_min_h0, lambda_max_h0,
 lambda_min_inf); read it back with :func:`read_modes`. ``predict``: Parquet step int64, time, loss_lin_inf,
-loss_lin_h0, loss_ode_beta, loss_ode_paper, bound_theorem (+ loss_measured, relerr_<prediction> with ``--run``), and a
-sidecar ``.json`` (same path) with the asymptotic rates rate_lin_inf, rate_lin_h0, rate_ode_beta, rate_ode_paper,
-rate_theorem, the damping constants, and with ``--run`` rate_measured (fit over steps K/2..K, K = --steps),
-window_rate_<prediction> on the same window, max_relerr_<prediction> (whole run), max_relerr_<prediction>_horizon (steps
-≤ T), ``horizon`` {step: T, fraction, floor_ratio}, bound_check and bound_margin.
+loss_lin_h0, loss_ode_beta, loss_ode_paper, bound_theorem (+ loss_measured, relerr_<prediction>, and the run's
+trajectory errors traj_err_h0, traj_err_inf with ``--run``), and a sidecar ``.json`` (same path) with the asymptotic
+rates rate_lin_inf, rate_lin_h0, rate_ode_beta, rate_ode_paper, rate_theorem, the damping constants, the theorem
+bound's prefactor bound_prefactor (ℓ ≤ bound_prefactor·e^{−rate_theorem·k}), and with ``--run`` rate_measured (fit over
+steps K/2..K, K = --steps), window_rate_<prediction> on the same window, max_relerr_<prediction> (whole run),
+max_relerr_<prediction>_horizon (steps ≤ T), max_traj_err_lin_h0_horizon / max_traj_err_lin_inf_horizon
+(sup_{k ≤ T} e(k)), traj_err_lin_h0_at / traj_err_lin_inf_at (e(k) at k = 100 and 300, null past T), ``horizon``
+{step: T, fraction, floor_ratio}, bound_check and bound_margin.
 
 The comparison horizon T (:func:`horizon_step`) is the last step ≤ fraction·K (default ½) before the measured loss first
 falls below floor_ratio·ℓ(0) (default 1e-4): relative errors near a numerical floor or after a divergence say nothing
@@ -49,6 +52,7 @@ from momentum_ntk.compare import (  # noqa: F401  (PREDICTIONS re-exported)
     HORIZON_FLOOR_RATIO,
     HORIZON_FRACTION,
     PREDICTIONS,
+    TRAJ_COLUMNS,
     attach_run,
     comparison_record,
     mode_table,
@@ -56,6 +60,7 @@ from momentum_ntk.compare import (  # noqa: F401  (PREDICTIONS re-exported)
     prediction_rates,
 )
 from momentum_ntk.dynamics import *  # noqa: F403  (the pure dynamics, re-exported)
+from momentum_ntk.dynamics import theorem_constants
 from momentum_ntk.errors import UserError, cli
 from momentum_ntk.methods import alpha_thm2, rho_nag  # noqa: F401  (re-exported: the theorem constants)
 
@@ -161,12 +166,16 @@ def _read_run_sidecar(run_path: Path) -> dict[str, Any] | None:
     return io.read_record(side, what=f"sidecar JSON of run {run_path}", fix=io.rebuild_fix(side))
 
 
+MEASURED_COLUMNS = ["step", "loss", *TRAJ_COLUMNS.values()]
+
+
 def read_measured(run: str | Path) -> pd.DataFrame:
-    """Columns step, loss of a run Parquet file; its sidecar, if present, must parse too (UserError otherwise)."""
+    """Columns step, loss, traj_err_h0, traj_err_inf of a run Parquet file; its sidecar, if present, must parse too
+    (UserError otherwise)."""
     run_path = Path(run)
     fix = io.rebuild_fix(run_path)
-    measured = io.read_table(run_path, ["step", "loss"], what="run Parquet file", fix=fix)
-    measured = measured.select(["step", "loss"]).to_pandas()
+    measured = io.read_table(run_path, MEASURED_COLUMNS, what="run Parquet file", fix=fix)
+    measured = measured.select(MEASURED_COLUMNS).to_pandas()
     if measured.empty:
         raise UserError(f"{run_path}: run Parquet file has no rows; {fix}")
     _read_run_sidecar(run_path)
@@ -269,6 +278,7 @@ def predict_one(
         "loss0": meta["loss0"],
         "pseudo_loss0": meta["pseudo_loss0"],
         "lambda_min_h0": meta["lambda_min_h0"],
+        "bound_prefactor": theorem_constants(method, lambda0, eta, meta["pseudo_loss0"])[0],
         "rate_units": "loss exponent per iteration: loss(k) ~ exp(-rate * k)",
         **prediction_rates(modes, **kw),
     }

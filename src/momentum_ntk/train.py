@@ -30,7 +30,8 @@ Implemented in the equivalent buffer form (torch.optim.SGD's), which needs no g(
 Since a_r/√m is a fixed column scale, the gradient buffers hold G = (X ⊙ r)ᵀ S and the scale is folded into the
 per-column update coefficient. One step is two GEMMs (X·W, (X ⊙ r)ᵀ·S), three passes over Z (relu, GEMV for f,
 sign for S), one small pass over X, and two to three fused passes over (d, m) for the update, plus the metric
-max_r ‖w_r(t) − w_r(0)‖ (sub, square, blocked column sums accumulated in float64).
+max_r ‖w_r(t) − w_r(0)‖ (sub, square, blocked column sums accumulated in float64), and the trajectory errors e(t)
+of the H(0)- and H∞-linearized models (momentum_ntk.trajectory: two n×n matrix-vector products per run, float64).
 
 Engines (``engine``, config key train.engine): everything above is the ``direct`` engine. The ``rowspace`` engine
 (momentum_ntk.rowspace) computes the same runs exactly on n×m coefficients C with W(t) = W(0) + Xᵀ C(t): one GEMM
@@ -61,12 +62,16 @@ import pandas as pd
 import torch
 
 from momentum_ntk import defaults, io, methods, model, ntk, plan
+from momentum_ntk.trajectory import Linearized, gram_pair
 from momentum_ntk.errors import UserError, cli
 from momentum_ntk.tables import RUN_COLUMNS
 from momentum_ntk.lease import resolve_device  # noqa: F401  (the one resolver; train.resolve_device for callers)
 
 COLUMNS = RUN_COLUMNS  # a run Parquet file's columns (momentum_ntk.tables)
 _ALIGN_BYTES = 256  # per-run slice alignment: MKL's (and cuBLAS's) kernel choice depends on it
+# The host record of a run, per step: the step's metrics (forward), then the Gram record (_track) every gram_every steps.
+_REC = ("loss", "max_dist", "traj_err_h0", "traj_err_inf", "lambda_min_H", "lambda_max_H", "pattern_changed")
+N_METRICS = 4  # loss, max_dist and the two trajectory errors: computed at every step
 SYNC_EVERY = 50  # steps between host copies of the metrics (divergence is still found at the exact step)
 _SUM_BLOCK = 32  # rows per float32 partial sum in the max_dist reduction; partial sums are added in float64
 
@@ -132,6 +137,7 @@ class _Shared:
     rows: torch.Tensor  # (n_s,) int64, Gram tracking rows
     XXt_rows: torch.Tensor  # (n_s, n_s) float64, X_R X_Rᵀ
     S0: torch.Tensor | None = None  # (n, m) bool, 1{Z(0) ≥ 0}
+    grams: torch.Tensor | None = None  # (2, n, n) float64: H(0) and H∞, for the trajectory error (None: not tracked)
 
 
 @dataclass
@@ -149,10 +155,16 @@ class _Pack:
     mu0: torch.Tensor  # (k, 1, 1)
     c_g: torch.Tensor | None  # (k, 1, m) −η ν a/√m, None when no run is NAG
     c_b: torch.Tensor  # (k, 1, m) −η ρ a/√m
+    lin: Linearized | None = None  # the runs' linearized trajectories (momentum_ntk.trajectory), None: not tracked
 
     @property
     def k(self) -> int:
         return len(self.ids)
+
+
+def _linearized(sh: _Shared, specs: list[RunSpec], ids: list[int]) -> Linearized | None:
+    """The linearized trajectories of runs ``ids`` (momentum_ntk.trajectory), None when the pack does not track them."""
+    return None if sh.grams is None else Linearized(sh.grams, [(specs[i].eta, *specs[i].coefficients()) for i in ids])
 
 
 def _pack_coefficients(sh: _Shared, specs: list[RunSpec], ids: list[int]) -> dict[str, Any]:
@@ -192,6 +204,7 @@ def _new_pack(sh: _Shared, specs: list[RunSpec], ids: list[int]) -> _Pack:
         mu0=co["mu0"],
         c_g=co["c_g"],
         c_b=co["c_b"],
+        lin=_linearized(sh, specs, ids),
     )
 
 
@@ -219,6 +232,7 @@ def _select(p: _Pack, keep: list[int]) -> _Pack:
         mu0=p.mu0[keep],
         c_g=None if p.c_g is None else p.c_g[keep],
         c_b=p.c_b[keep],
+        lin=None if p.lin is None else p.lin.select(keep),
     )
 
 
@@ -392,6 +406,7 @@ def train_many(
     progress: bool = False,
     pack_size: int | None = None,
     sync_every: int = SYNC_EVERY,
+    trajectory: bool = True,
     engine: str = defaults.ENGINE,
 ) -> list[pd.DataFrame]:
     """Train k runs (dicts with method, eta, beta) from the same W(0); one DataFrame per run.
@@ -410,7 +425,8 @@ def train_many(
     that step's row is kept when its loss is finite. Metrics stay on the device and reach the host every
     ``sync_every`` steps: a diverged run may compute up to that many steps more, but they are dropped, so
     ``diverged_step`` and every output are exactly those of a check at every step. Every run is bit-identical to the
-    same run trained alone, whatever ``pack_size`` and ``sync_every``.
+    same run trained alone, whatever ``pack_size`` and ``sync_every``. ``traj_err_h0`` / ``traj_err_inf`` are the
+    trajectory errors e(k) of momentum_ntk.trajectory at every step (NaN without ``trajectory``).
     """
     specs = [RunSpec.of(r) for r in runs]
     if not specs:
@@ -424,10 +440,12 @@ def train_many(
     n, d, m = np.shape(X)[0], np.shape(X)[-1], np.shape(W0)[-1]
     engine = rowspace.resolve_engine(engine, n, d, m, have_w0=not isinstance(W0, model.Preactivations))
     if engine == "rowspace":
-        sh = rowspace.row_shared_state(X, y, W0, a, dtype=dtype, device=device, gram_rows=gram_rows)
+        sh = rowspace.row_shared_state(X, y, W0, a, dtype=dtype, device=device, gram_rows=gram_rows,
+                                       trajectory=trajectory)  # fmt: skip
         new_pack = rowspace.new_row_pack
     else:
-        sh, new_pack = shared_state(X, y, W0, a, dtype=dtype, device=device, gram_rows=gram_rows), _new_pack
+        sh = shared_state(X, y, W0, a, dtype=dtype, device=device, gram_rows=gram_rows, trajectory=trajectory)
+        new_pack = _new_pack
     k = len(specs)
     tracked = {0, steps} | (set(range(0, steps + 1, gram_every)) if gram_every else set())
     log = _Log(k, steps, divergence_factor)
@@ -447,14 +465,14 @@ class _Log:
     """Host-side record of k runs: metrics per step, the last kept step and the divergence step of each run."""
 
     def __init__(self, k: int, steps: int, divergence_factor: float) -> None:
-        self.rec = np.full((k, steps + 1, 5), np.nan)  # loss, max_dist, λmin, λmax, pattern_changed
+        self.rec = np.full((k, steps + 1, len(_REC)), np.nan)  # _REC columns
         self.last = np.full(k, -1)  # last kept step per run
         self.diverged_step: list[int | None] = [None] * k
         self.loss0 = np.full(k, np.nan)
         self.factor = divergence_factor
 
     def take(self, ids: list[int], t0: int, metrics: np.ndarray, track: dict[int, np.ndarray]) -> list[int]:
-        """Enter steps t0.. of the pack's runs ``ids`` (metrics (T, k, 2), track {step: (k, 3)}) in step order, as a
+        """Enter steps t0.. of the pack's runs ``ids`` (metrics (T, k, 4), track {step: (k, 3)}) in step order, as a
         check after every step would; returns the slots of the runs still going."""
         keep = []
         for slot, run in enumerate(ids):
@@ -464,9 +482,9 @@ class _Log:
                 if t == 0:
                     self.loss0[run] = loss
                 if t in track:
-                    self.rec[run, t, 2:] = track[t][slot]
+                    self.rec[run, t, N_METRICS:] = track[t][slot]
                 if np.isfinite(loss):
-                    self.rec[run, t, :2] = metrics[i, slot]
+                    self.rec[run, t, :N_METRICS] = metrics[i, slot]
                     self.last[run] = t
                 if not np.isfinite(loss) or loss > self.factor * self.loss0[run]:
                     self.diverged_step[run] = t
@@ -478,10 +496,11 @@ class _Log:
 
 def shared_state(X: np.ndarray, y: np.ndarray, W0: np.ndarray | None, a: np.ndarray, *,
                  dtype: str | torch.dtype | None, device: str, gram_rows: Sequence[int] | np.ndarray | None = None,
-                 m: int | None = None) -> _Shared:  # fmt: skip
+                 trajectory: bool = True, m: int | None = None) -> _Shared:  # fmt: skip
     """What every run of a pack shares, on the device: X (n, d), y (n,), W(0) (d, m), a/√m, the tracked rows and
-    their X·Xᵀ block (float64). W0 None (give the width ``m``): no W(0) on the device (the row-space engine's
-    momentum_ntk.rowspace.row_shared_state adds X W(0) instead). Checks the inputs (UserError)."""
+    their X·Xᵀ block (float64), and with ``trajectory`` H(0) and H∞ (float64, for the trajectory error). W0 None
+    (give the width ``m``): no W(0) on the device and no trajectory pair (the row-space engine's
+    momentum_ntk.rowspace.row_shared_state adds X W(0) and builds the pair from it). Checks the inputs (UserError)."""
     X, y, a = (np.asarray(v) for v in (X, y, a))
     W0 = None if W0 is None else np.asarray(W0)
     _check_inputs(X, y, W0, a, m)
@@ -507,6 +526,7 @@ def shared_state(X: np.ndarray, y: np.ndarray, W0: np.ndarray | None, a: np.ndar
         a_s64=a_s64,
         rows=put(rows, torch.int64),
         XXt_rows=put(X64[rows] @ X64[rows].T, torch.float64),
+        grams=gram_pair(X64, W0, dev) if trajectory and W0 is not None else None,
     )
 
 
@@ -517,22 +537,31 @@ def new_pack(sh: _Shared, specs: Sequence[RunSpec | dict[str, Any]]) -> _Pack:
 
 def forward(sh: _Shared, p: _Pack, track: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
     """The first half of one step at W(t): pre-activations and pattern, residual r = f(W(t)) − y, and the metrics
-    (k, 2) = (loss, max_r ‖w_r(t) − w_r(0)‖) as a device tensor; with ``track`` also the Gram record of H(t)."""
-    if not isinstance(p, _Pack):  # a row-space pack (momentum_ntk.rowspace.RowPack): same contract
-        return p.forward(sh, track)
-    _preactivations(sh, p)
-    gram = _track(sh, p) if track else None
-    _residuals(sh, p)
-    return _loss_and_max_dist(sh, p), gram
+    (k, 4) = (loss, max_r ‖w_r(t) − w_r(0)‖, e_H(0)(t), e_H∞(t)) as a device tensor, e the trajectory error of
+    momentum_ntk.trajectory (NaN when not tracked); with ``track`` also the Gram record of H(t). A row-space pack
+    (momentum_ntk.rowspace.RowPack) computes the loss, max_dist and Gram record itself, and leaves r in p.f alike."""
+    if isinstance(p, _Pack):
+        _preactivations(sh, p)
+        gram = _track(sh, p) if track else None
+        _residuals(sh, p)
+        metrics = _loss_and_max_dist(sh, p)
+    else:
+        metrics, gram = p.forward(sh, track)
+    if p.lin is None:
+        return torch.cat([metrics, metrics.new_full((p.k, 2), float("nan"))], 1), gram
+    return torch.cat([metrics, p.lin.errors(p.f)], 1), gram
 
 
 def update(sh: _Shared, p: _Pack, t: int) -> None:
-    """The second half: the gradient at W(t) and the method's buffer update to W(t+1) (eqs. 3-5)."""
-    if not isinstance(p, _Pack):
+    """The second half: the gradient at W(t) and the method's buffer update to W(t+1) (eqs. 3-5), then the
+    linearized trajectories' step."""
+    if isinstance(p, _Pack):
+        _gradient(sh, p)
+        _update(p, t)
+    else:  # a row-space pack (momentum_ntk.rowspace.RowPack): the same update on its coefficients C
         p.update(sh, t)
-        return
-    _gradient(sh, p)
-    _update(p, t)
+    if p.lin is not None:
+        p.lin.advance(t)
 
 
 def _train_pack(
@@ -540,7 +569,7 @@ def _train_pack(
 ) -> None:
     """Run the pack's steps 0..steps; metrics are buffered on the device and entered into ``log`` in chunks."""
     sh.S0 = None
-    buf = torch.empty(min(sync_every, steps + 1), p.k, 2, dtype=torch.float64, device=sh.X.device)
+    buf = torch.empty(min(sync_every, steps + 1), p.k, N_METRICS, dtype=torch.float64, device=sh.X.device)
     track: dict[int, torch.Tensor] = {}
     t0 = 0
     for t in range(steps + 1):
@@ -556,7 +585,7 @@ def _train_pack(
                 break
             if len(keep) < p.k:
                 p = _select(p, keep)
-                buf = buf.new_empty(buf.shape[0], p.k, 2)
+                buf = buf.new_empty(buf.shape[0], p.k, N_METRICS)
         update(sh, p, t)
         bar.update(p.k)
 
@@ -617,16 +646,7 @@ def loss_and_grad(X: torch.Tensor, y: torch.Tensor, W: torch.Tensor, a: torch.Te
 
 def _frame(spec: RunSpec, rec: np.ndarray, last: int, diverged_step: int | None, steps: int) -> pd.DataFrame:
     rows = rec[: last + 1]
-    df = pd.DataFrame(
-        {
-            "step": np.arange(last + 1, dtype=np.int64),
-            "loss": rows[:, 0],
-            "max_dist": rows[:, 1],
-            "lambda_min_H": rows[:, 2],
-            "lambda_max_H": rows[:, 3],
-            "pattern_changed": rows[:, 4],
-        }
-    )
+    df = pd.DataFrame({"step": np.arange(last + 1, dtype=np.int64)} | {c: rows[:, _REC.index(c)] for c in COLUMNS[1:]})
     df.attrs.update(
         method=spec.method,
         eta=spec.eta,

@@ -3,8 +3,8 @@
     PYTHONPATH=src python -c "from momentum_ntk import uncertainty; help(uncertainty)"
 
 Two exponents in this project are fitted across widths m on log-log axes: the exponent of the final max distance
-max_r ‖w_r − w_r(0)‖ ∝ m^b (claim 3; the paper says b = −1/2) and the slope of the linearization error
-max_{k≤T} |ℓ_lin(k) − ℓ(k)|/ℓ(k) ∝ m^b (NTK theory: −1/2). Each comes with
+max_r ‖w_r − w_r(0)‖ ∝ m^b (claim 3; the paper says b = −1/2) and the slope of the trajectory error
+sup_{k≤T} ‖u(k) − u_lin(k)‖/‖u(0) − y‖ ∝ m^b (NTK theory bounds it by O(1/√m)). Each comes with
 
 * a **seed bootstrap**: the seeds are the independent replicates (one W(0), a per seed and width), so the fit is
   repeated on ``n_boot`` resamples of whole seeds drawn with replacement, and the percentile interval of the

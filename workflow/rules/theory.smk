@@ -87,8 +87,8 @@ rule theory_predict:
 
 rule theory_figure:
     """A per-dataset theory figure: measured vs predicted loss, a panel per (m, η, β) and method, seed 0
-    (theory_overlay), or the max relative error of the linearized prediction up to T vs width, log-log, with the
-    fitted slope (theory_width_error)."""
+    (theory_overlay), or the trajectory error sup_{k≤T} ‖u(k) − u_lin(k)‖/‖u(0) − y‖ of the linearized models vs
+    width, log-log, with the fitted slope (theory_width_error)."""
     input:
         preds=lambda wc: runs_of(wc.dataset, "theory_pred"),
         records=lambda wc: runs_of(wc.dataset, "theory_record"),
