@@ -37,6 +37,7 @@ from momentum_ntk.tables import PAIR_KEYS, RUN_KEYS, SERIES_KEYS, SETTING_KEYS
 from momentum_ntk import defaults, uncertainty
 from momentum_ntk.errors import UserError, cli
 from momentum_ntk.io import atomic_path, read_record, rebuild_fix, write_json
+from momentum_ntk.names import beta_text
 
 HOLDS, FAILS, INCONCLUSIVE = "holds", "fails", "inconclusive"
 
@@ -702,7 +703,8 @@ def to_markdown(report: dict[str, Any], results: dict[str, pd.DataFrame]) -> str
         cols = [k for k in CLAIMS[c["id"]].columns if k in df.columns]
         lines += ["| " + " | ".join(cols) + " |", "| " + " | ".join("---" for _ in cols) + " |"]
         for rec in df[cols].itertuples(index=False):
-            cells = [f"**{x}**" if col == "verdict" else _fmt(x) for col, x in zip(cols, rec)]
+            cells = [f"**{x}**" if col == "verdict" else beta_text(x) if col == "beta" else _fmt(x)
+                     for col, x in zip(cols, rec)]
             lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
