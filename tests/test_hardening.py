@@ -126,12 +126,12 @@ def test_integer_keys_are_bounded_by_what_the_files_hold():
 
 
 def test_beta_file_names_are_short_or_rejected():
-    from momentum_ntk import configcheck, plan
+    from momentum_ntk import configcheck, names
 
     config = {"grid": {"betas": [0.0, 0.9, 0.90000000001, 1.2345678901234567e-06, 1e-300]}}
     bad = configcheck.name_problems(config)
     assert len(bad) == 1 and bad[0].startswith("grid.betas[4]: 1e-300 would be named") and "302 characters" in bad[0]
-    assert max(len(plan.beta_name(b)) for b in config["grid"]["betas"][:4]) <= plan.BETA_NAME_MAX
+    assert max(len(names.beta_name(b)) for b in config["grid"]["betas"][:4]) <= names.BETA_NAME_MAX
 
 
 def test_unknown_key_names_the_closest_known_one():

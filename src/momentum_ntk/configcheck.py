@@ -10,7 +10,7 @@ Checked:
   means anything with them;
 - keys of type integer hold whole numbers: 64.0 is an integer to JSON Schema, not to file names and array shapes;
 - values that become part of file names give short names: a β is named by its shortest round-trip positional decimal
-  (:func:`momentum_ntk.plan.beta_name`), at most :data:`momentum_ntk.plan.BETA_NAME_MAX` characters.
+  (:func:`momentum_ntk.names.beta_name`), at most :data:`momentum_ntk.names.BETA_NAME_MAX` characters.
 
 Keys are spelled as in the config file: ``grid.betas[0]``. No numpy, no torch: it runs in Snakemake's process.
 """
@@ -22,7 +22,7 @@ import math
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from momentum_ntk import plan
+from momentum_ntk import names, plan
 
 _MAX_LINE = 240  # characters of one problem line; longer values are cut
 
@@ -89,14 +89,14 @@ def problems(config: Any, schema: dict[str, Any]) -> list[str]:
 
 def name_problems(config: dict[str, Any]) -> list[str]:
     """Values of a validated config (defaults filled in) whose file names would be too long: β beyond
-    :data:`momentum_ntk.plan.BETA_NAME_MAX` characters (e.g. 1e-300, 302 characters)."""
+    :data:`momentum_ntk.names.BETA_NAME_MAX` characters (e.g. 1e-300, 302 characters)."""
     bad = []
     for i, beta in enumerate(config["grid"]["betas"]):
-        name = plan.beta_name(beta)
-        if len(name) > plan.BETA_NAME_MAX:
+        name = names.beta_name(beta)
+        if len(name) > names.BETA_NAME_MAX:
             bad.append(
                 f"grid.betas[{i}]: {beta!r} would be named '{name[:12]}…' ({len(name)} characters) in file names, "
-                f"more than {plan.BETA_NAME_MAX}: use a β of at least 1e-6 with at most 17 significant digits, or 0"
+                f"more than {names.BETA_NAME_MAX}: use a β of at least 1e-6 with at most 17 significant digits, or 0"
             )
     return bad
 

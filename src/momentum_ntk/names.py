@@ -1,10 +1,11 @@
-"""How a run's parameters are spelled for people: the tables print them as losslessly as the file names do.
+"""How a run's parameters are spelled in file names and for people: one lossless spelling for both.
 
-β is the one real-valued parameter in a run's name (m, c and the seed are integers). :func:`beta_text` is its
-shortest positional decimal that reads back as the same float, the spelling of the file names
-(:func:`momentum_ntk.plan.beta_name`), so β = 0.9 and β = 0.90000000001, two files, are also two distinct rows in
-summary.csv, table1, theory_rates_* and claims.md (``%g`` and ``%.10g`` print both as 0.9). For the usual β (0.97,
-0.99) the text is what ``%g`` printed, and the figures' panel titles use it too.
+β is the one real-valued parameter in a run's name (m, c and the seed are integers). :func:`beta_name` is its
+shortest positional decimal that reads back as the same float: the file names use it, and the tables
+(:func:`beta_text`), so β = 0.9 and β = 0.90000000001, two files, are also two distinct rows in summary.csv, table1,
+theory_rates_* and claims.md (``%g`` and ``%.10g`` print both as 0.9). For the usual β (0.97, 0.99) the text is what
+``%g`` printed, and the figures' panel titles use it too. Imports only numpy: the analysis stages that print β do not
+depend on the workflow's planning code.
 """
 
 from __future__ import annotations
@@ -12,7 +13,20 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from momentum_ntk.plan import beta_name
+# Longest β file name: a β ≥ 1e-6 with up to 17 significant digits (every double) fits, so does 0; 1e-300 (302
+# characters, longer than a file name may be) does not. momentum_ntk.configcheck rejects longer ones at plan time.
+BETA_NAME_MAX = 24
+
+
+def beta_name(beta: float) -> str:
+    """β as it appears in file names: the shortest positional decimal that reads back as exactly the same float
+    (0.97 -> '0.97', 1e-05 -> '0.00001', 0.90000000001 -> '0.90000000001'), so distinct β never share a file and the
+    β a job reads from its file name is the configured one."""
+    import numpy as np
+
+    name = np.format_float_positional(float(beta), unique=True, trim="-")
+    assert float(name) == float(beta), (beta, name)
+    return name
 
 
 def beta_text(beta: Any) -> str:

@@ -176,22 +176,7 @@ def grid_cpu_hours(cfg: dict[str, Any]) -> float:
     return grid_flop(cfg) / CPU_FLOPS / 3600
 
 
-# --- config checks JSON Schema cannot make ---------------------------------------------------------------------------
-# Longest β file name: a β ≥ 1e-6 with up to 17 significant digits (every double) fits, so does 0; 1e-300 (302
-# characters, longer than a file name may be) does not. momentum_ntk.configcheck rejects longer ones at plan time.
-BETA_NAME_MAX = 24
-
-
-def beta_name(beta: float) -> str:
-    """β as it appears in file names: the shortest positional decimal that reads back as exactly the same float
-    (0.97 -> '0.97', 1e-05 -> '0.00001', 0.90000000001 -> '0.90000000001'), so distinct β never share a file and the
-    β a job reads from its file name is the configured one."""
-    import numpy as np
-
-    name = np.format_float_positional(float(beta), unique=True, trim="-")
-    assert float(name) == float(beta), (beta, name)
-    return name
-
+# --- config checks JSON Schema cannot make (β file names: momentum_ntk.names) ---------------------------------------
 
 def integer_problems(cfg: Any, schema: dict[str, Any], where: str = "") -> list[str]:
     """Keys whose schema type is ``integer`` but whose value is a float (JSON Schema counts 64.0 as an integer; file

@@ -13,7 +13,7 @@ from snakemake.io import is_flagged
 # every shell command (never inherited, never `pip: -e .`). The same package answers plan-time questions below.
 SRC = Path(workflow.basedir) / "src"
 sys.path.insert(0, str(SRC))
-from momentum_ntk import plan, stamp
+from momentum_ntk import names, plan, stamp
 from momentum_ntk.errors import UserError
 from momentum_ntk.methods import names as method_names
 
@@ -96,7 +96,7 @@ THEORY_FIGURES = {
 
 def fmt_beta(beta):
     """β as it appears in file names: the shortest decimal that reads back exactly (0.97 -> '0.97')."""
-    return plan.beta_name(beta)
+    return names.beta_name(beta)
 
 
 GRID = dict(
@@ -407,6 +407,8 @@ def check_report_inputs(targets):
     """
     if MODE != "report":
         return
+    if _FOREIGN:  # a report of another config's outputs under this config's name
+        raise WorkflowError(_FOREIGN)
     patterns = [
         f.regex() for r in workflow.rules for f in r.output if is_flagged(f, "report")
     ]
