@@ -7,7 +7,7 @@ Checked:
 - the JSON Schema (workflow/schemas/config.schema.yaml): types, enums, bounds, non-empty lists, unknown keys (with the
   closest known key), each as ``key: what is wrong``, never the schema dump jsonschema prints by default;
 - every number is finite: NaN and ±inf pass a JSON Schema bound (NaN compares false with everything), but no key
-  means anything with them;
+  means anything with them; every integer fits int64 (the Parquet columns), also under a key without a maximum;
 - keys of type integer hold whole numbers: 64.0 is an integer to JSON Schema, not to file names and array shapes;
 - values that become part of file names give short names: a β is named by its shortest round-trip positional decimal
   (:func:`momentum_ntk.names.beta_name`), at most :data:`momentum_ntk.names.BETA_NAME_MAX` characters.
@@ -76,14 +76,31 @@ def nonfinite_problems(config: Any, path: Sequence[str | int] = ()) -> list[str]
     return []
 
 
+INT64_MAX = 2**63 - 1  # what the int64 Parquet columns and the JSON records hold
+
+
+def int64_problems(config: Any, path: Sequence[str | int] = ()) -> list[str]:
+    """Every integer in ``config`` outside the int64 range, whatever its key's schema says (a key without a
+    ``maximum`` is bounded here): 'key: value does not fit a 64-bit integer'."""
+    if isinstance(config, int) and not isinstance(config, bool) and not -INT64_MAX - 1 <= config <= INT64_MAX:
+        return [f"{key_text(path)}: {config} does not fit a 64-bit integer (at most {INT64_MAX})"]
+    if isinstance(config, dict):
+        return [p for k, v in config.items() for p in int64_problems(v, [*path, str(k)])]
+    if isinstance(config, list):
+        return [p for i, v in enumerate(config) for p in int64_problems(v, [*path, i])]
+    return []
+
+
 def problems(config: Any, schema: dict[str, Any]) -> list[str]:
-    """What is wrong with ``config`` as given (before defaults): non-finite numbers, schema violations, floats where
-    whole numbers are needed. A key reported non-finite is not reported again."""
+    """What is wrong with ``config`` as given (before defaults): non-finite numbers, schema violations, integers beyond
+    int64, floats where whole numbers are needed. A key is reported once, by the first of these that finds it."""
     bad = nonfinite_problems(config)
-    nonfinite = {line.split(":", 1)[0] for line in bad}
-    bad += [line for line in schema_problems(config, schema) if line.split(":", 1)[0] not in nonfinite]
+    seen = {line.split(":", 1)[0] for line in bad}
+    bad += [line for line in schema_problems(config, schema) if line.split(":", 1)[0] not in seen]
+    seen |= {line.split(":", 1)[0] for line in bad}
+    bad += [line for line in int64_problems(config) if line.split(":", 1)[0] not in seen]
     bad += [f"{line} is not a whole number; write it without a decimal point (e.g. 64, not 64.0)"
-            for line in plan.integer_problems(config, schema) if line.split(":", 1)[0] not in nonfinite]  # fmt: skip
+            for line in plan.integer_problems(config, schema) if line.split(":", 1)[0] not in seen]  # fmt: skip
     return bad
 
 
