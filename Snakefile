@@ -7,7 +7,7 @@
 # Stages: fetch -> binarize -> ntk -> train (grid) -> aggregate -> figures / claims / theory.
 
 
-from snakemake.utils import min_version, validate
+from snakemake.utils import min_version
 
 min_version("9.0")
 
@@ -19,9 +19,7 @@ report: "workflow/report/workflow.rst"
 configfile: "config.yaml"
 
 
-validate(config, "workflow/schemas/config.schema.yaml")
-
-
+include: "workflow/rules/config.smk"  # the schema and what it cannot say, before anything else
 include: "workflow/rules/common.smk"
 
 
@@ -51,3 +49,7 @@ rule all:
         rules.all_runs.input,
         rules.all_figures.input,
         rules.all_theory.input,
+
+
+# `snakemake --report`: every figure and table it shows must exist, else say which command makes them
+check_report_inputs(rules.all.input)

@@ -254,7 +254,7 @@ def test_runtime_limits_scale_with_the_dataset():
 
 def readme_patterns() -> list[re.Pattern[str]]:
     """Every backticked path of results/README.md's table as a regex: {a,b} alternatives, {wildcard} one path part,
-    … any characters within a part."""
+    … any characters within a part, **/ any number of folders."""
     patterns = []
     for line in (ROOT / "results/README.md").read_text().splitlines():
         if not line.startswith("|"):
@@ -263,9 +263,11 @@ def readme_patterns() -> list[re.Pattern[str]]:
             if "/" not in span and "." not in span:
                 continue
             rx = ""
-            for tok in re.split(r"({[^}]*}|…)", span):
+            for tok in re.split(r"({[^}]*}|…|\*\*/)", span):
                 if tok == "…":
                     rx += "[^/]*"
+                elif tok == "**/":
+                    rx += "(?:[^/]+/)*"
                 elif tok.startswith("{") and "," in tok:
                     rx += "(?:" + "|".join(map(re.escape, tok[1:-1].split(","))) + ")"
                 elif tok.startswith("{"):

@@ -25,9 +25,11 @@ TINY = "workflow/presets/tiny.yaml"
 
 
 def clone_with_results(tiny_run: Path, dst: Path) -> Path:
-    """The workflow's files plus the tiny preset's outputs (results/, resources/), mtimes kept. Snakemake's records
-    (.snakemake/) stay behind: they name the original clone's source paths, and a moved clone reruns its cheap jobs
-    once for that alone."""
+    """The workflow's files plus the tiny preset's outputs (results/, resources/), mtimes kept, and the tracked
+    results/README.md. Snakemake's records (.snakemake/) stay behind: they name the original clone's source paths,
+    and a moved clone reruns its cheap jobs once for that alone. The stamp results/.config.json is the one
+    `snakemake --configfile workflow/presets/tiny.yaml` typed in the copy's root writes (the session's run used -s
+    and -d, which its own stamp records, and the fixes printed from it would carry)."""
     dst.mkdir(parents=True)
     for name in ["Snakefile", "config.yaml", "pyproject.toml"]:
         shutil.copy2(ROOT / name, dst / name)
@@ -38,6 +40,9 @@ def clone_with_results(tiny_run: Path, dst: Path) -> Path:
         if item.name == ".snakemake":
             continue
         (shutil.copytree if item.is_dir() else shutil.copy2)(item, dst / item.name)
+    shutil.copy2(ROOT / "results/README.md", dst / "results/README.md")
+    stamp = {"name": "tiny", "configfiles": [TINY, "config.yaml"]}
+    (dst / "results/.config.json").write_text(json.dumps(stamp, indent=2) + "\n")
     return dst
 
 
@@ -86,7 +91,7 @@ def test_another_config_never_touches_results(tiny_run, tmp_path):
     assert "holds the outputs of config 'tiny'" in dry.stderr and f"--configfile {TINY}" in dry.stderr
     proc = snakemake(["fig2"], cwd=repo, timeout=300)  # config.yaml's fig2: mnist, fmnist, cifar10, all to build
     assert proc.returncode != 0
-    assert "mv results results-tiny" in proc.stderr and f"--configfile {TINY}" in proc.stderr
+    assert "`python -m momentum_ntk.shelve`" in proc.stderr and f"--configfile {TINY}" in proc.stderr
     assert not re.search(r"^(local)?rule \w+:", proc.stdout + proc.stderr, re.M)
     assert mtimes(repo / "results") == before
     # The fix it names works: the same target with the preset that made results/.

@@ -280,7 +280,9 @@ def test_cli_end_to_end(tmp_path):
         assert np.isfinite(gap[col]).all()
 
     assert out["plot"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert sorted(p.name for p in out["summary"].parent.iterdir()) == sorted(p.name for p in out.values())
+    # the outputs, and beside each file a later stage reads the SHA-256 record its writer left (momentum_ntk.io)
+    records = [f".{p.name}.sha256" for p in out.values() if p.suffix in (".parquet", ".json", ".npz", ".npy")]
+    assert sorted(p.name for p in out["summary"].parent.iterdir()) == sorted([p.name for p in out.values()] + records)
 
 
 def test_cli_gram_rows_lambda0_matches_the_lemma2_rows(tmp_path):

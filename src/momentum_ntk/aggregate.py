@@ -36,6 +36,7 @@ import pyarrow as pa
 from momentum_ntk import defaults
 from momentum_ntk.errors import UserError, cli
 from momentum_ntk.io import atomic_path, read_record, read_table, rebuild_fix, write_parquet
+from momentum_ntk.names import with_beta_text
 
 from momentum_ntk.rates import (  # noqa: F401  (rate fitting lives in momentum_ntk.rates; re-exported)
     RateFit,
@@ -295,7 +296,7 @@ def summarize(
 
 def _write_csv(path: str | Path, df: pd.DataFrame) -> None:
     with atomic_path(path) as tmp:
-        df.to_csv(tmp, index=False, float_format="%.10g")
+        with_beta_text(df).to_csv(tmp, index=False, float_format="%.10g")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -39,6 +39,7 @@ from momentum_ntk.compare import TRAJ_STEPS
 from momentum_ntk.dynamics import beta_theorem
 from momentum_ntk.errors import UserError, cli
 from momentum_ntk.io import atomic_path, read_record, rebuild_fix, write_json
+from momentum_ntk.names import beta_text
 
 HOLDS, FAILS, INCONCLUSIVE = "holds", "fails", "inconclusive"
 
@@ -835,7 +836,8 @@ def to_markdown(report: dict[str, Any], results: dict[str, pd.DataFrame]) -> str
         cols = [k for k in CLAIMS[c["id"]].columns if k in df.columns]
         lines += ["| " + " | ".join(cols) + " |", "| " + " | ".join("---" for _ in cols) + " |"]
         for rec in df[cols].itertuples(index=False):
-            cells = [f"**{x}**" if col == "verdict" else _fmt(x) for col, x in zip(cols, rec)]
+            cells = [f"**{x}**" if col == "verdict" else beta_text(x) if col == "beta" else _fmt(x)
+                     for col, x in zip(cols, rec)]
             lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 

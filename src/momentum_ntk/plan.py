@@ -4,7 +4,9 @@
 - whether train jobs should carry ``gpu=1`` (device ``auto`` on a machine that has an NVIDIA driver),
 - the memory and wall time a stage's job needs, from the dataset's size (so SLURM requests and local scheduling are
   sized before any data exists),
-- what the whole grid costs on a CPU (for the plan-time warning when no GPU is present).
+- what the whole grid costs on a CPU (for the plan-time warning when no GPU is present),
+- what kind of Snakemake invocation this is (a run, a dry run, a report) and whether ``results/`` can take its
+  outputs (a read-only or full disk), so the workflow can say so before or after the jobs in one line.
 """
 
 from __future__ import annotations
@@ -224,17 +226,7 @@ def grid_cpu_hours(cfg: dict[str, Any]) -> float:
     return grid_flop(cfg) / CPU_FLOPS / 3600
 
 
-# --- config checks JSON Schema cannot make ---------------------------------------------------------------------------
-def beta_name(beta: float) -> str:
-    """β as it appears in file names: the shortest positional decimal that reads back as exactly the same float
-    (0.97 -> '0.97', 1e-05 -> '0.00001', 0.90000000001 -> '0.90000000001'), so distinct β never share a file and the
-    β a job reads from its file name is the configured one."""
-    import numpy as np
-
-    name = np.format_float_positional(float(beta), unique=True, trim="-")
-    assert float(name) == float(beta), (beta, name)
-    return name
-
+# --- config checks JSON Schema cannot make (β file names: momentum_ntk.names) ---------------------------------------
 
 def integer_problems(cfg: Any, schema: dict[str, Any], where: str = "") -> list[str]:
     """Keys whose schema type is ``integer`` but whose value is a float (JSON Schema counts 64.0 as an integer; file
@@ -278,3 +270,71 @@ def stage_sources(src: str | Path, module: str) -> list[str]:
             elif isinstance(node, ast.Import):
                 todo += [a.name.split(".")[1] for a in node.names if a.name.startswith("momentum_ntk.")]
     return sorted(str(pkg / f"{name}.py") for name in seen)
+
+
+# --- the invocation and the disk ---------------------------------------------------------------------------------------
+_DRYRUN_FLAGS = {"-n", "--dry-run", "--dryrun", "--dry_run"}
+_INSPECT_FLAGS = {"--lint", "--summary", "-S", "--detailed-summary", "-D", "--dag", "--rulegraph", "--filegraph",
+                  "--d3dag", "--unlock", "--cleanup-metadata", "--print-compilation", "--containerize", "--export-cwl",
+                  "--archive", "--list-rules", "-l", "--list-target-rules", "--lt", "--list-changes", "--lc",
+                  "--list-input-changes", "--li", "--list-params-changes", "--lp", "--list-code-changes",
+                  "--list-untracked", "--lu", "--list-conda-envs", "--generate-unit-tests", "--version", "-v", "--help",
+                  "-h"}  # fmt: skip
+
+
+def snakemake_mode(argv: list[str]) -> str:
+    """What a Snakemake command line does, from its arguments (the Snakefile cannot ask Snakemake while it is read):
+    ``report`` (``--report`` without ``--report-after-run``: shows what exists, builds nothing), ``dryrun`` (-n, also
+    in a cluster such as -np), ``inspect`` (lint, lists, summaries, graphs, unlock: writes no output) or ``run``."""
+    args = list(argv[1:])
+    if any(a == "--report" or a.startswith("--report=") for a in args) and "--report-after-run" not in args:
+        return "report"
+    if any(a in _DRYRUN_FLAGS or (a.startswith("-") and not a.startswith("--") and a[1:].isalpha() and "n" in a)
+           for a in args):  # fmt: skip
+        return "dryrun"
+    if any(a.split("=", 1)[0] in _INSPECT_FLAGS for a in args):
+        return "inspect"
+    return "run"
+
+
+def _read_only_fs(path: str | Path) -> bool:
+    import os
+
+    try:
+        return bool(os.statvfs(path).f_flag & os.ST_RDONLY)
+    except (OSError, AttributeError):
+        return False
+
+
+def unwritable_reason(folder: str | Path = "results") -> str | None:
+    """Why no job could write into ``folder`` (an existing folder on a read-only file system, or one this user may
+    not write), with what to do about it; None when it is writable or does not exist yet."""
+    import os
+
+    folder = Path(folder)
+    if not folder.is_dir():
+        return None
+    if _read_only_fs(folder):
+        return (f"its file system is mounted read-only: remount it read-write (`mount -o remount,rw` on its mount "
+                f"point, see `df {folder}`) or work on a copy on a writable disk")  # fmt: skip
+    if not os.access(folder, os.W_OK | os.X_OK):
+        return f"you may not write it: make it writable (`chmod -R u+w {folder}`) or run as its owner"
+    return None
+
+
+def low_space(folder: str | Path = "results", floor_bytes: int = 64 * 2**20, floor_fraction: float = 0.1) -> str | None:
+    """'N MiB free of M MiB' when the disk holding ``folder`` has less than ``floor_bytes`` and less than
+    ``floor_fraction`` of its size free for this user (a job that failed writing there most likely ran out); else
+    None."""
+    import shutil
+
+    folder = Path(folder)
+    if not folder.is_dir():
+        return None
+    try:
+        usage = shutil.disk_usage(folder)
+    except OSError:
+        return None
+    if usage.free < min(floor_bytes, floor_fraction * usage.total):
+        return f"{usage.free / 2**20:.1f} MiB free of {usage.total / 2**20:.0f} MiB"
+    return None

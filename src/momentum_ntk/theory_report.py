@@ -55,6 +55,7 @@ from momentum_ntk import methods  # noqa: E402
 from momentum_ntk.figures import _style, eta_label, pick_dataset, save_figure  # noqa: E402
 from momentum_ntk.tables import DATASET_RUN_KEYS, DATASET_SETTING_KEYS, WIDTH_SERIES_KEYS  # noqa: E402
 from momentum_ntk.io import atomic_path, read_record, read_table, rebuild_fix  # noqa: E402
+from momentum_ntk.names import beta_text, with_beta_text  # noqa: E402
 from momentum_ntk.theory import (  # noqa: E402
     HORIZON_FLOOR_RATIO,
     HORIZON_FRACTION,
@@ -147,7 +148,7 @@ def _methods(df: pd.DataFrame) -> list[str]:
 
 
 def setting_text(eta_divisor: int, beta: float) -> str:
-    return f"{eta_label(eta_divisor)}, β={beta:g}"
+    return f"{eta_label(eta_divisor)}, β={beta_text(beta)}"
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -537,7 +538,7 @@ def table_markdown(table: pd.DataFrame, dataset: str, fraction: float, floor_rat
         std = f" ± {r.rate_measured_std:.2g}" if math.isfinite(r.rate_measured_std) else ""
         lines.append(
             f"| {methods.get(r.method).label} | {r.width} | 1/({r.eta_divisor}λm) = {r.eta:.3g} | "
-            f"{r.beta:g} | {r.n_seeds} | {window} | {_g(r.rate_measured)}{std} | "
+            f"{beta_text(r.beta)} | {r.n_seeds} | {window} | {_g(r.rate_measured)}{std} | "
             f"{_pair(r.rate_lin_inf_window, r.rate_lin_inf_asymptotic)} | "
             f"{_pair(r.rate_lin_h0_window, r.rate_lin_h0_asymptotic)} | "
             f"{_pair(r.rate_ode_beta_window, r.rate_ode_beta_asymptotic)} | "
@@ -596,7 +597,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         with atomic_path(args.out_md) as tmp:
             tmp.write_text(table_markdown(table, pred.dataset, **kw))
         with atomic_path(args.out_csv) as tmp:
-            table.to_csv(tmp, index=False, float_format="%.10g")
+            with_beta_text(table).to_csv(tmp, index=False, float_format="%.10g")
         print(f"table: {len(table)} settings -> {args.out_md}, {args.out_csv}")
         return 0
     if args.name == "overlay":

@@ -2,36 +2,22 @@
 # Rules stay thin: each calls one stage of the package in src/momentum_ntk/ as `python -m momentum_ntk.<stage>`.
 
 import itertools
-import json
 import sys
 from pathlib import Path
 
-import yaml
 from snakemake.exceptions import WorkflowError
+from snakemake.io import is_flagged
 
 # --- how rules reach the package -------------------------------------------------------------------------------
 # Snakemake strips PYTHONPATH from conda jobs and builds envs from a copy, so the path to src/ is exported inside
 # every shell command (never inherited, never `pip: -e .`). The same package answers plan-time questions below.
 SRC = Path(workflow.basedir) / "src"
 sys.path.insert(0, str(SRC))
-from momentum_ntk import plan
+from momentum_ntk import names, plan, stamp
+from momentum_ntk.errors import UserError
 from momentum_ntk.methods import names as method_names
 
 shell.prefix(f"set -euo pipefail; export PYTHONPATH='{SRC}'; ")
-
-# --- config checks the JSON Schema cannot make (before any job is planned) ------------------------------------------
-_FLOATS = plan.integer_problems(
-    config,
-    yaml.safe_load(
-        (Path(workflow.basedir) / "workflow/schemas/config.schema.yaml").read_text()
-    ),
-)
-if _FLOATS:
-    raise WorkflowError(
-        "config: these keys need whole numbers (they name files and size arrays), got floats: "
-        + "; ".join(_FLOATS)
-        + ". Write them without a decimal point (e.g. widths: [64], not [64.0]) in the config file you passed."
-    )
 
 # --- datasets ------------------------------------------------------------------------------------------------------
 ALL_DATASETS = list(plan.FULL_SHAPES)
@@ -110,7 +96,7 @@ THEORY_FIGURES = {
 
 def fmt_beta(beta):
     """β as it appears in file names: the shortest decimal that reads back exactly (0.97 -> '0.97')."""
-    return plan.beta_name(beta)
+    return names.beta_name(beta)
 
 
 GRID = dict(
@@ -330,47 +316,114 @@ def theory_modes_runtime(wildcards):
 # --- one named config per results/ folder ----------------------------------------------------------------------------
 # Switching configs (e.g. from the quick preset to config.yaml) in the same folder would rebuild the other config's
 # data and NTK outputs under the same paths (params changed) and mix two grids in one aggregate. results/.config.json
-# names the config that produced results/; a run under another name warns at plan time and stops before any job.
-def _config_files():
-    files = getattr(workflow, "configfiles", None) or []
-    base = Path(workflow.basedir).resolve()
-    out = []
-    for f in files:
-        p = Path(f).resolve()
-        out.append(str(p.relative_to(base)) if p.is_relative_to(base) else str(p))
-    return out
-
-
-def _results_owner():
-    try:
-        return json.loads(Path(PATHS["config_stamp"]).read_text())
-    except (OSError, ValueError):
-        return None
-
-
-_OWNER = _results_owner()
-_FOREIGN = None
-if _OWNER is not None and _OWNER.get("name") != config["name"]:
-    _made_by = " ".join(
-        f"--configfile {f}" for f in _OWNER.get("configfiles", []) if f != "config.yaml"
+# (momentum_ntk.stamp) names the config that produced results/; a run under another name warns at plan time and
+# stops before any job; a damaged stamp stops every command, with its own fix. Every fix printed here and by the
+# stages carries the --configfile (and --config) that made results/, read from the stamp, so it works as typed.
+MODE = plan.snakemake_mode(sys.argv)  # run, dryrun, report or inspect
+THIS_RUN = stamp.owner_of_run(
+    config["name"],
+    [str(f) for f in getattr(workflow, "configfiles", None) or []],
+    dict(workflow.config_settings.config or {}),
+    workflow.main_snakefile,
+)
+try:
+    _OWNER = stamp.read(PATHS["config_stamp"])
+except UserError as exc:
+    raise WorkflowError(
+        f"{exc}: it records which config made results/, and no run may guess it. "
+        + stamp.damaged_fix(PATHS["config_stamp"], THIS_RUN)
     )
+_FOREIGN = None
+if _OWNER is not None and _OWNER.name != config["name"]:
     _FOREIGN = (
-        f"results/ in {Path.cwd()} holds the outputs of config '{_OWNER.get('name')}' "
-        f"({', '.join(_OWNER.get('configfiles', [])) or 'unknown files'}), and this run's config is "
+        f"results/ in {Path.cwd()} holds the outputs of config '{_OWNER.name}' "
+        f"({', '.join(_OWNER.configfiles) or 'unknown files'}), and this run's config is "
         f"'{config['name']}': running would overwrite or mix them. To work on those outputs, pass the config that made "
-        f"them ({_made_by or 'its --configfile'}). To start '{config['name']}' here, move them aside first: "
-        f"mv results results-{_OWNER.get('name')}"
+        f"them, as in `{stamp.command(owner=_OWNER)}` (add your targets). To start '{config['name']}' here, move "
+        f"them aside first (the files git tracks in results/ stay): `{stamp.shelve_command()}`"
     )
     print(f"momentum-ntk: {_FOREIGN}", file=sys.stderr)
+
+# A read-only results/ (its disk mounted read-only, or a folder this user may not write): say so before any job, with
+# the fix, instead of Snakemake's "write-protected output" or a job's traceback. Dry runs, reports and listings only
+# read it.
+_UNWRITABLE = plan.unwritable_reason("results") if MODE in ("run", "dryrun") else None
+if _UNWRITABLE:
+    _READ_ONLY = f"results/ in {Path.cwd()} is read-only: {_UNWRITABLE}; then run again: `{stamp.command(owner=THIS_RUN)}`"
+    if MODE == "run":
+        raise WorkflowError(_READ_ONLY)
+    print(f"momentum-ntk: {_READ_ONLY}", file=sys.stderr)
+
+
+def write_stamp():
+    """Record this run's config in results/.config.json (atomically); a full or read-only disk is one clean line."""
+    try:
+        stamp.write(THIS_RUN, PATHS["config_stamp"])
+    except OSError as exc:
+        from momentum_ntk.errors import write_error
+
+        raise WorkflowError(
+            str(
+                write_error(PATHS["config_stamp"], exc, permission=True)
+                or f"{PATHS['config_stamp']}: cannot write it ({exc})"
+            )
+        )
+
+
+def disk_problem():
+    """After a failed run: one line when results/ sits on a full or read-only disk (the likely cause), with the
+    command that finishes the run; None otherwise."""
+    unwritable, low = plan.unwritable_reason("results"), plan.low_space("results")
+    if not (unwritable or low):
+        return None
+    cause = (
+        f"results/ is read-only: {unwritable}"
+        if unwritable
+        else f"the disk holding results/ is full ({low}): free space (`df -h results`)"
+    )
+    return (
+        f"{cause}; then finish the run with `{stamp.command(owner=THIS_RUN)}` (finished outputs are kept: every file is "
+        "written whole or not at all, and the failed jobs rerun)"
+    )
+
+
+# A run claims a results/ without a stamp at once (onstart runs only when there are jobs, and a complete results/ after
+# `rm results/.config.json` has none); every run that starts jobs records its config files and overrides again.
+if MODE == "run" and _OWNER is None:
+    write_stamp()
 
 
 onstart:
     if _FOREIGN:
         raise WorkflowError(_FOREIGN)
-    Path(PATHS["config_stamp"]).parent.mkdir(parents=True, exist_ok=True)
-    Path(PATHS["config_stamp"]).write_text(
-        json.dumps(
-            {"name": config["name"], "configfiles": _config_files()}, indent=2
+    write_stamp()
+
+
+onerror:
+    if disk_problem():
+        print(f"momentum-ntk: {disk_problem()}", file=sys.stderr)
+
+
+# --- `snakemake --report`: it shows what exists and builds nothing ----------------------------------------------------
+def check_report_inputs(targets):
+    """In a --report run, stop before Snakemake's "marked for report but does not exist" when a figure or table the
+    report shows is missing (e.g. a dataset that became available offline since the last full run), naming the files
+    and the command that makes them. ``targets``: the default target's inputs (rule all).
+    """
+    if MODE != "report":
+        return
+    if _FOREIGN:  # a report of another config's outputs under this config's name
+        raise WorkflowError(_FOREIGN)
+    patterns = [
+        f.regex() for r in workflow.rules for f in r.output if is_flagged(f, "report")
+    ]
+    files = [str(f) for f in targets]
+    shown = [f for f in files if any(rx.fullmatch(f) for rx in patterns)]
+    missing = [f for f in shown if not Path(f).exists()]
+    if missing:
+        more = f" and {len(missing) - 3} more" if len(missing) > 3 else ""
+        raise WorkflowError(
+            f"the report shows every figure and table of config '{config['name']}', and {len(missing)} of "
+            f"{len(shown)} do not exist yet: {', '.join(missing[:3])}{more} (a report builds nothing). Make them "
+            f"first: `{stamp.command(owner=THIS_RUN)}`, then run the same --report command again."
         )
-        + "\n"
-    )
