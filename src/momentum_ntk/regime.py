@@ -388,7 +388,8 @@ def preset_ns(configfile: Path) -> list[int]:
 
 def run(configfile: Path, ns: Sequence[int], root: Path, cores: str, snakemake_args: Sequence[str]) -> None:
     """One ordinary workflow run per n in ``<root>/n<N>/`` (resumable), then :func:`report`."""
-    repo = Path(__file__).resolve().parents[2]
+    repo = Path(__file__).resolve().parents[2]  # this package's checkout: its Snakefile runs every n
+    root = root.resolve()
     for n in ns:
         if n < 2 or n % 2:
             raise UserError(f"--n {n}: n must be an even number ≥ 2 (n/2 instances per class)")
