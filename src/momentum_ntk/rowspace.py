@@ -45,7 +45,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from momentum_ntk import model, ntk, plan
+from momentum_ntk import model, plan
 from momentum_ntk.errors import UserError
 from momentum_ntk.train import (
     RunSpec,
@@ -58,7 +58,7 @@ from momentum_ntk.train import (
     _track,
     shared_state,
 )
-from momentum_ntk.trajectory import Linearized
+from momentum_ntk.trajectory import Linearized, gram_pair
 
 ENGINES = plan.ENGINES  # auto, direct, rowspace
 
@@ -85,15 +85,6 @@ class RowShared(_Shared):
     K: torch.Tensor | None = None  # (n, n)
 
 
-def gram_pair_from_preactivations(X: np.ndarray, Z0: np.ndarray, device: torch.device | str) -> torch.Tensor:
-    """momentum_ntk.trajectory.gram_pair from X W(0) instead of W(0): (2, n, n) float64, H(0) = (X Xᵀ) ⊙ (S Sᵀ)/m with
-    S = 1{X W(0) ≥ 0} (model.gram_from_pattern, bit for bit model.gram_finite's for the same pattern) and H∞."""
-    X64 = torch.as_tensor(np.asarray(X, dtype=np.float64), device=device)
-    h0 = model.gram_from_pattern(X64 @ X64.T, torch.as_tensor(Z0 >= 0, device=device))
-    hinf = torch.as_tensor(ntk.ntk_gram(np.asarray(X, dtype=np.float64)), device=device)
-    return torch.stack([h0, hinf])
-
-
 def row_shared_state(X: np.ndarray, y: np.ndarray, W0: np.ndarray | model.Preactivations, a: np.ndarray, *,
                      dtype: str | torch.dtype | None, device: str, gram_rows: Sequence[int] | np.ndarray | None = None,
                      trajectory: bool = True) -> RowShared:  # fmt: skip
@@ -101,7 +92,7 @@ def row_shared_state(X: np.ndarray, y: np.ndarray, W0: np.ndarray | model.Preact
 
     Z0 is computed in float64 on the CPU (model.preactivations: the same bits whichever form W(0) comes in) and
     rounded once to the compute dtype; K = X Xᵀ likewise; with ``trajectory`` H(0) and H∞ of the trajectory error
-    (:func:`gram_pair_from_preactivations`). Checks the inputs (UserError)."""
+    (:func:`momentum_ntk.trajectory.gram_pair`). Checks the inputs (UserError)."""
     pre = W0 if isinstance(W0, model.Preactivations) else None
     X = np.asarray(X)
     if pre is None:
@@ -116,7 +107,7 @@ def row_shared_state(X: np.ndarray, y: np.ndarray, W0: np.ndarray | model.Preact
     X64 = np.asarray(X, dtype=np.float64)
     fields = {name: getattr(base, name) for name in base.__dataclass_fields__}
     if trajectory:
-        fields["grams"] = gram_pair_from_preactivations(X64, pre.Z0, base.X.device)
+        fields["grams"] = gram_pair(X64, pre.Z0, base.X.device)
     return RowShared(
         **fields,
         Z0=torch.tensor(pre.Z0, dtype=base.X.dtype, device=base.X.device),

@@ -526,7 +526,7 @@ def shared_state(X: np.ndarray, y: np.ndarray, W0: np.ndarray | None, a: np.ndar
         a_s64=a_s64,
         rows=put(rows, torch.int64),
         XXt_rows=put(X64[rows] @ X64[rows].T, torch.float64),
-        grams=gram_pair(X64, W0, dev) if trajectory and W0 is not None else None,
+        grams=gram_pair(X64, X64 @ np.asarray(W0, dtype=np.float64), dev) if trajectory and W0 is not None else None,
     )
 
 
