@@ -167,7 +167,8 @@ REGIME_CLAIMS = {  # claim id -> what it asks, in the regime table
 
 def _onset_cell(r: dict[str, Any]) -> str:
     if r.get("onset") not in (None, ""):
-        return f"{int(float(r['onset']))}"
+        edge = r.get("min_width") not in (None, "") and float(r["onset"]) == float(r["min_width"])
+        return f"{'≤ ' if edge else ''}{int(float(r['onset']))}"
     ext = float(r["onset_extrapolated"]) if r.get("onset_extrapolated") not in (None, "") else math.nan
     more = f"> {int(float(r['max_width']))}"
     if math.isinf(ext):
@@ -194,8 +195,8 @@ def render_regime(onsets: list[dict[str, Any]], exps: list[dict[str, Any]], sour
         cells = {int(float(r["n"])): _onset_cell(r) for r in onsets
                  if (r["dataset"], r["method"], r["claim"]) == (ds, method, claim)}
         e = by_exp.get((ds, method, claim))
-        b = _s(float(e["exponent"])) if e else "–"
-        b2 = _s(float(e["lemma2_exponent"])) if e else "–"
+        b = _s(round(float(e["exponent"]), 2) or 0.0) if e else "–"
+        b2 = _s(round(float(e["lemma2_exponent"]), 2) or 0.0) if e else "–"
         lines.append(f"| {ds} | {_label(method)} | {REGIME_CLAIMS.get(claim, claim)} | "
                      + " | ".join(cells.get(n, "–") for n in ns) + f" | {b} | {b2} |")
     widths = "; ".join(f"{ds}: " + ", ".join(f"{_g(w)} (n = {n})" for n, w in sorted(by_n.items()))

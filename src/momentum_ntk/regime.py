@@ -176,7 +176,8 @@ def onset_table(subs: Sequence[SubRun]) -> tuple[pd.DataFrame, pd.DataFrame]:
                                         "median": float(np.nanmedian(v)), "seeds": int(np.isfinite(v).sum())})
                 onset = onset_width(verdicts)
                 row = {"n": sub.n, "dataset": ds, "method": method, "claim": metric.claim,
-                       "lambda0": sub.lambda0.get(ds, math.nan), "max_width": max(verdicts),
+                       "lambda0": sub.lambda0.get(ds, math.nan), "min_width": min(verdicts),
+                       "max_width": max(verdicts),
                        "onset": onset, "onset_extrapolated": math.nan, "extrapolated_lo": math.nan,
                        "extrapolated_hi": math.nan}
                 if onset is None and metric.deviation is not None:
@@ -196,11 +197,12 @@ def onset_table(subs: Sequence[SubRun]) -> tuple[pd.DataFrame, pd.DataFrame]:
 
 def n_exponents(onsets: pd.DataFrame) -> pd.DataFrame:
     """Per (dataset, method, claim) with onsets (measured, else extrapolated and finite) at ≥ 2 values of n: the
-    log-log slope of onset width against n, and the same slope of Lemma 2's and the theorems' widths."""
+    log-log slope of onset width against n, and the same slope of Lemma 2's and the theorems' widths. An onset at the
+    smallest width measured only says "≤ that width" (the claim may hold below it): such points are left out."""
     out = []
     o = onsets.assign(width=onsets["onset"].astype(float).fillna(onsets["onset_extrapolated"]))
     for key, g in o.groupby(["dataset", "method", "claim"], sort=True):
-        g = g[np.isfinite(g["width"])]
+        g = g[np.isfinite(g["width"]) & ~(g["onset"].astype(float) == g["min_width"])]
         if g["n"].nunique() < 2:
             continue
         x = np.log(g["n"].to_numpy(float))
@@ -222,9 +224,15 @@ def _w(x: Any) -> str:
     return f"{x:.2g}" if x >= 1e5 else f"{int(round(x))}"
 
 
+def _b(x: float) -> str:
+    """An exponent: '+2.90', '−2.00', and '+0.00' for a tiny negative one."""
+    return f"{round(x, 2) or 0.0:+.2f}".replace("-", "−")
+
+
 def onset_text(r: pd.Series) -> str:
     if pd.notna(r["onset"]):
-        return f"**{int(r['onset'])}**"
+        at_edge = int(r["onset"]) == int(r["min_width"])  # holds already at the smallest width: the onset is ≤ it
+        return f"**{'≤ ' if at_edge else ''}{int(r['onset'])}**"
     text = f"not reached up to m = {int(r['max_width'])}"
     if math.isfinite(r["onset_extrapolated"]) or r["onset_extrapolated"] == math.inf:
         text += f"; extrapolated {_w(r['onset_extrapolated'])} (seeds {_w(r['extrapolated_lo'])}–" \
@@ -255,13 +263,14 @@ def to_markdown(onsets: pd.DataFrame, metrics: pd.DataFrame, exps: pd.DataFrame)
                          f"{ratio:.2g} |".replace("nan", "–"))
         lines.append("")
     lines += ["## Onset against n", "", "Log-log slope of the onset width against n (measured onsets, else the "
-              "extrapolated ones), beside the slope of the theory's widths at the same n and λ0 (n² log n / λ0² and "
-              "n⁶ / λ0⁴, λ0 of each n's data).", "",
+              "extrapolated ones; onsets at the smallest width measured, which only bound it from above, are left out), "
+              "beside the slope of the theory's widths at the same n and λ0 (n² log n / λ0² and n⁶ / λ0⁴, λ0 of each "
+              "n's data).", "",
               "| dataset | method | claim | n values | onset ∝ n^b | Lemma 2 width ∝ n^b | Theorems' width ∝ n^b |",
               "| --- | --- | --- | ---: | ---: | ---: | ---: |"]
     for _, r in exps.iterrows():
         lines.append(f"| {r['dataset']} | {methods.get(r['method']).label} | {r['claim']} | {r['n_values']} | "
-                     f"{r['exponent']:.2f} | {r['lemma2_exponent']:.2f} | {r['theorem_exponent']:.2f} |")
+                     f"{_b(r['exponent'])} | {_b(r['lemma2_exponent'])} | {_b(r['theorem_exponent'])} |")
     lines += ["", "## The metric at each width (worst seed / median / best seed)", "",
               "| claim | dataset | method | n | width | worst | median | best | verdict |",
               "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | --- |"]
