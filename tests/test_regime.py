@@ -40,11 +40,15 @@ def test_theory_widths_are_the_lemma_and_theorem_formulas():
 
 
 def test_n_exponent_of_onsets_growing_like_n_squared():
-    rows = [{"dataset": "d", "method": "nag", "claim": "gram_stays_pd", "n": n, "onset": 4 * n * n,
+    rows = [{"dataset": "d", "method": "nag", "claim": "gram_stays_pd", "n": n, "onset": 4 * n * n, "min_width": 128,
              "onset_extrapolated": math.nan, **regime.theory_widths(n, 0.05)} for n in (32, 64, 128)]
     exps = regime.n_exponents(pd.DataFrame(rows))
     assert exps["exponent"].iloc[0] == pytest.approx(2.0)
     assert exps["theorem_exponent"].iloc[0] == pytest.approx(6.0)
+    # an onset at the smallest width only bounds it from above: left out of the fit
+    edge = pd.DataFrame(rows).assign(min_width=4 * 32 * 32)
+    assert regime.n_exponents(edge)["exponent"].iloc[0] == pytest.approx(2.0)  # fitted on n = 64, 128
+    assert regime.n_exponents(edge.assign(onset=128)).empty  # every onset at the edge: nothing to fit
 
 
 @pytest.mark.slow
