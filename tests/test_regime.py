@@ -48,7 +48,7 @@ def test_n_exponent_of_onsets_growing_like_n_squared():
     # an onset at the smallest width only bounds it from above: left out of the fit
     edge = pd.DataFrame(rows).assign(min_width=4 * 32 * 32)
     assert regime.n_exponents(edge)["exponent"].iloc[0] == pytest.approx(2.0)  # fitted on n = 64, 128
-    assert regime.n_exponents(edge.assign(onset=128)).empty  # every onset at the edge: nothing to fit
+    assert regime.n_exponents(edge.assign(onset=128, min_width=128)).empty  # every onset at the edge: nothing to fit
 
 
 @pytest.mark.slow
