@@ -56,6 +56,7 @@ from momentum_ntk.train import (
     _residuals,
     _Shared,
     _track,
+    restrict_pack,
     shared_state,
 )
 from momentum_ntk.trajectory import Linearized, gram_pair
@@ -168,27 +169,7 @@ class RowPack:
 
     def select(self, keep: list[int]) -> RowPack:
         """The pack restricted to slots ``keep`` (fresh aligned buffers; used when runs diverge)."""
-
-        def sub(t: torch.Tensor | None) -> torch.Tensor | None:
-            if t is None:
-                return None
-            out = _aligned_empty(len(keep), tuple(t.shape[1:]), t.dtype, t.device)
-            out.copy_(t[keep])
-            return out
-
-        return RowPack(
-            ids=[self.ids[i] for i in keep],
-            C=sub(self.C),
-            B=sub(self.B),
-            M=sub(self.M),
-            Z=sub(self.Z),
-            f=sub(self.f),
-            beta_b=self.beta_b[keep],
-            mu0=self.mu0[keep],
-            c_g=None if self.c_g is None else self.c_g[keep],
-            c_b=self.c_b[keep],
-            lin=None if self.lin is None else self.lin.select(keep),
-        )
+        return restrict_pack(self, keep, ("C", "B", "M", "Z", "f"))
 
 
 def new_row_pack(sh: RowShared, specs: list[RunSpec], ids: list[int]) -> RowPack:

@@ -47,6 +47,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import math
 import os
 import subprocess
@@ -208,10 +209,10 @@ def _new_pack(sh: _Shared, specs: list[RunSpec], ids: list[int]) -> _Pack:
     )
 
 
-def _select(p: _Pack, keep: list[int]) -> _Pack:
-    """The pack restricted to slots ``keep`` (fresh aligned buffers; used when runs diverge)."""
-    if not isinstance(p, _Pack):  # a row-space pack (momentum_ntk.rowspace.RowPack)
-        return p.select(keep)
+def restrict_pack(p: Any, keep: list[int], buffers: Sequence[str]) -> Any:
+    """A pack (this engine's _Pack or the row-space RowPack) restricted to slots ``keep``, used when runs diverge:
+    the per-run ``buffers`` copied into fresh aligned tensors, the coefficient tensors indexed, the linearized
+    trajectories selected; every other field kept."""
 
     def sub(t: torch.Tensor | None) -> torch.Tensor | None:
         if t is None:
@@ -220,20 +221,23 @@ def _select(p: _Pack, keep: list[int]) -> _Pack:
         out.copy_(t[keep])
         return out
 
-    return _Pack(
+    return dataclasses.replace(
+        p,
         ids=[p.ids[i] for i in keep],
-        W=sub(p.W),
-        B=sub(p.B),
-        G=sub(p.G),
-        Z=sub(p.Z),
-        Xr=sub(p.Xr),
-        f=sub(p.f),
         beta_b=p.beta_b[keep],
         mu0=p.mu0[keep],
         c_g=None if p.c_g is None else p.c_g[keep],
         c_b=p.c_b[keep],
         lin=None if p.lin is None else p.lin.select(keep),
+        **{name: sub(getattr(p, name)) for name in buffers},
     )
+
+
+def _select(p: _Pack, keep: list[int]) -> _Pack:
+    """The pack restricted to slots ``keep`` (fresh aligned buffers; used when runs diverge)."""
+    if not isinstance(p, _Pack):  # a row-space pack (momentum_ntk.rowspace.RowPack)
+        return p.select(keep)
+    return restrict_pack(p, keep, ("W", "B", "G", "Z", "Xr", "f"))
 
 
 # --------------------------------------------------------------------------------------------------------------------
