@@ -35,9 +35,6 @@ import torch
 
 from momentum_ntk import model, ntk
 
-GRAMS = ("h0", "inf")  # the two linearizations, in the order of every (…, 2) tensor here
-
-
 def gram_pair(X: np.ndarray, Z0: np.ndarray, device: torch.device | str) -> torch.Tensor:
     """(2, n, n) float64 on ``device``: H(0) of eq. (9), (X Xᵀ) ⊙ (S Sᵀ)/m with S = 1{X W(0) ≥ 0} from the
     pre-activations Z0 = X W(0) (n, m) (:func:`momentum_ntk.model.gram_from_pattern`, bit for bit
@@ -52,7 +49,8 @@ def gram_pair(X: np.ndarray, Z0: np.ndarray, device: torch.device | str) -> torc
 
 @dataclass
 class Linearized:
-    """The linearized residuals of k runs that share H(0) and H∞ (``grams`` (2, n, n) float64).
+    """The linearized residuals of k runs that share H(0) and H∞ (``grams`` (2, n, n) float64; every (…, 2) tensor
+    here is in that order, H(0) then H∞).
 
     ``coef`` holds per run (η, β_b, ν, ρ, μ0) of its method; the state (ξ and b, each (2, n) per run) starts at the
     first call of :meth:`errors`, from the measured residual r(0).
