@@ -16,7 +16,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from momentum_ntk import aggregate
-from momentum_ntk.aggregate import RUN_SCHEMA, SORT_KEYS, fit_linear_rate
+from momentum_ntk.rates import fit_linear_rate, width_exponents
+from momentum_ntk.tables import RUN_SCHEMA, SORT_KEYS
 from momentum_ntk.errors import cli
 
 
@@ -216,7 +217,7 @@ def test_width_exponent_of_inverse_sqrt_distance(tmp_path: Path) -> None:
     paths = [write_run(tmp_path, width=w, seed=s, loss=0.9 ** np.arange(5), max_dist=np.full(5, (s + 1) / math.sqrt(w)))
              for w in (100, 400, 1600) for s in (0, 1)]
     runs = aggregate.build_runs_table(paths)
-    ex = aggregate.width_exponents(runs)
+    ex = width_exponents(runs)
     assert ex["slope"].to_numpy() == pytest.approx([-0.5, -0.5])
     assert ex["n_widths"].tolist() == [3, 3]
 

@@ -16,6 +16,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from momentum_ntk import claims
+from momentum_ntk.records import theory_row
 from momentum_ntk.aggregate import runs_to_arrow, summarize
 from momentum_ntk.claims import FAILS, HOLDS, INCONCLUSIVE
 from momentum_ntk.errors import cli
@@ -275,7 +276,7 @@ def theory_record(method: str = "nag", width: int = 100, seed: int = 0, *, datas
 
 
 def theory_verdicts(records: list[dict]) -> tuple[pd.DataFrame, pd.DataFrame]:
-    theory = pd.DataFrame([claims.theory_row(r) for r in records])
+    theory = pd.DataFrame([theory_row(r) for r in records])
     return claims.claim_bound(theory, long_table()), claims.claim_linearization(theory)
 
 

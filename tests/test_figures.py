@@ -16,7 +16,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from momentum_ntk import figures
+from momentum_ntk import dynamics, figures, methods
 from momentum_ntk.aggregate import runs_to_arrow, summarize
 from momentum_ntk.errors import cli
 
@@ -83,14 +83,14 @@ def test_figures_render_with_a_diverged_run(tmp_path: Path) -> None:
 def test_theorem_exponents_by_hand() -> None:
     lam0, eta = 0.02, 0.05
     root = math.sqrt(lam0 / 2) * math.sqrt(eta)
-    # the one definition (theory.theorem_rate) that Table 1, the figures and the claims use
-    assert figures.theorem_rate("hb", lam0, eta) == pytest.approx((2 - math.sqrt(2)) * root)
+    # the one definition (dynamics.theorem_rate) that Table 1 (rates.theorem_table), the figures and the claims use
+    assert dynamics.theorem_rate("hb", lam0, eta) == pytest.approx((2 - math.sqrt(2)) * root)
     a = math.sqrt(2 * lam0 * eta) / 4
     rho = 0.5 * (4 + 3 * a - math.sqrt(8 + 16 * a + 9 * a * a))
-    assert figures.theorem_rate("nag", lam0, eta) == pytest.approx(rho * root)
-    assert math.isnan(figures.theorem_rate("gd", lam0, eta))
-    assert figures.rho_nag(0.5) == pytest.approx(figures.NAG_RHO_MAX)
-    assert figures.rho_nag(1e-12) == pytest.approx(figures.HB_RHO)
+    assert dynamics.theorem_rate("nag", lam0, eta) == pytest.approx(rho * root)
+    assert math.isnan(dynamics.theorem_rate("gd", lam0, eta))
+    assert methods.rho_nag(0.5) == pytest.approx(figures.NAG_RHO_MAX)
+    assert methods.rho_nag(1e-12) == pytest.approx(methods.HB_RHO)
 
 
 def test_table1_markdown_and_csv(tmp_path: Path) -> None:

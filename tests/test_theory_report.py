@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from momentum_ntk import errors, theory, theory_report
+from momentum_ntk import compare, errors, records, theory, theory_report
 from momentum_ntk.io import write_json, write_parquet
 
 STEPS = 60
@@ -82,8 +82,8 @@ def test_horizon_stops_at_the_fraction_and_before_the_floor() -> None:
 
 
 def test_run_errors_use_each_runs_own_horizon(preds: list[Path]) -> None:
-    pred = theory_report.load_predictions(preds)
-    err = theory_report.run_errors(pred.curves)
+    pred = records.load_predictions(preds)
+    err = compare.run_errors(pred.curves)
     assert (err["horizon"] == STEPS // 2).all() and len(err) == 12
     row = err[(err["method"] == "hb") & (err["width"] == 200) & (err["seed"] == 1)].iloc[0]
     assert row["max_traj_err_lin_h0"] == pytest.approx(1.2 * 200**SLOPE * 0.5, rel=1e-9)
@@ -93,15 +93,15 @@ def test_run_errors_use_each_runs_own_horizon(preds: list[Path]) -> None:
     curves = pred.curves.copy()
     one = (curves["method"] == "hb") & (curves["width"] == 200) & (curves["seed"] == 1)
     curves.loc[one & (curves["step"] > 20), "loss_measured"] *= 1e-6
-    err = theory_report.run_errors(curves).set_index(["method", "width", "seed"])
+    err = compare.run_errors(curves).set_index(["method", "width", "seed"])
     assert err.loc[("hb", 200, 1), "horizon"] == 20
     assert err.loc[("hb", 200, 1), "max_traj_err_lin_h0"] == pytest.approx(1.2 * 200**SLOPE * 20 / STEPS, rel=1e-9)
     assert (err.drop(index=[("hb", 200, 1)])["horizon"] == STEPS // 2).all()
 
 
 def test_width_fit_recovers_the_slope(preds: list[Path]) -> None:
-    err = theory_report.run_errors(theory_report.load_predictions(preds).curves)
-    fit = theory_report.fit_width_slope(err)
+    err = compare.run_errors(records.load_predictions(preds).curves)
+    fit = compare.fit_width_slope(err)
     assert fit["slope"] == pytest.approx(SLOPE, abs=1e-9)  # seed factors are per-series offsets, not slope
     assert fit["n_points"] == 12 and fit["n_groups"] == 2
 
@@ -110,10 +110,10 @@ def test_width_fit_recovers_the_slope(preds: list[Path]) -> None:
     noisy = pd.DataFrame({"method": np.tile(["hb", "nag"], 20), "eta_divisor": 10, "beta": 0.9, "width": widths,
                           "max_traj_err_lin_h0": np.where(np.tile(["hb", "nag"], 20) == "hb", 3.0, 0.5)
                           * widths**-0.5 * np.exp(rng.normal(0, 0.1, widths.size))})
-    fit = theory_report.fit_width_slope(noisy)
+    fit = compare.fit_width_slope(noisy)
     assert abs(fit["slope"] + 0.5) < 3 * fit["stderr"] and fit["stderr"] < 0.05
     one_width = noisy[noisy["width"] == 100]
-    assert math.isnan(theory_report.fit_width_slope(one_width)["slope"])
+    assert math.isnan(compare.fit_width_slope(one_width)["slope"])
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -145,7 +145,7 @@ def test_cli_renders_figures_and_table(preds: list[Path], tmp_path: Path, capsys
 
 
 def test_seed_mean_and_panels(preds: list[Path]) -> None:
-    pred = theory_report.load_predictions(preds)
+    pred = records.load_predictions(preds)
     mean, which = theory_report.one_curve_per_setting(pred.curves, None, True)
     assert which == "mean over 2 seeds" and len(mean) == 6 * (STEPS + 1)
     first = mean[(mean["method"] == "hb") & (mean["width"] == 50) & (mean["step"] == 0)]
@@ -167,7 +167,7 @@ def test_seed_mean_and_panels(preds: list[Path]) -> None:
 
 def test_gd_runs_draw_without_ode_or_bound(tmp_path: Path) -> None:
     files = [str(write_prediction(tmp_path, m, w, 0)) for m in ("gd", "nag") for w in (50, 200)]
-    fig = theory_report.figure_overlay(theory_report.load_predictions(files))
+    fig = theory_report.figure_overlay(records.load_predictions(files))
     gd_axes = [ax for ax in fig.axes if ax.get_title().startswith("GD")]
     assert len(gd_axes) == 2 and all(len(ax.get_lines()) == 4 for ax in gd_axes)  # measured, 2 linearized, T
     theory_report.plt.close(fig)

@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 
 from momentum_ntk import uncertainty
-from momentum_ntk.theory_report import _centred, fit_width_slope, width_slope_uncertainty
+from momentum_ntk.compare import _centred, fit_width_slope, width_slope_uncertainty
 
 
 def test_bootstrap_of_a_mean_matches_normal_theory():

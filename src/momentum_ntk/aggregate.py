@@ -36,17 +36,11 @@ import pyarrow as pa
 from momentum_ntk import defaults
 from momentum_ntk.errors import UserError, cli
 from momentum_ntk.io import atomic_path, read_record, read_table, rebuild_fix, write_parquet
+from momentum_ntk.records import read_runs_table
 from momentum_ntk.names import with_beta_text
 
-from momentum_ntk.rates import (  # noqa: F401  (rate fitting lives in momentum_ntk.rates; re-exported)
-    RateFit,
-    fit_linear_rate,
-    fit_runs,
-    loss_at,
-    steps_to_fraction,
-    width_exponents,
-)
-from momentum_ntk.tables import (  # noqa: E402,F401  (the one definition; re-exported for callers)
+from momentum_ntk.rates import fit_runs, loss_at, steps_to_fraction
+from momentum_ntk.tables import (
     PAIR_KEYS,
     RUN_COLUMNS,
     RUN_KEYS,
@@ -114,17 +108,6 @@ def build_runs_table(paths: Iterable[str | Path]) -> pd.DataFrame:
     return runs_to_arrow(df).to_pandas()
 
 
-def read_runs_table(path: str | Path) -> pd.DataFrame:
-    """Read a long table written by this stage and check it has the :data:`RUN_SCHEMA` columns."""
-    fix = rebuild_fix(path)
-    table = read_table(path, RUN_SCHEMA.names, what="long run table", fix=fix)
-    try:
-        table = table.select(RUN_SCHEMA.names).cast(RUN_SCHEMA)
-    except (pa.ArrowException, ValueError) as exc:
-        raise UserError(f"{path}: columns do not match the long-table schema ({exc}); {fix}") from None
-    return table.to_pandas()
-
-
 def concat_tables(paths: Sequence[str | Path]) -> pa.Table:
     """Concatenate per-dataset long tables (each a different dataset) into one sorted table."""
     if not paths:
@@ -139,24 +122,6 @@ def concat_tables(paths: Sequence[str | Path]) -> pa.Table:
             seen[ds] = Path(p)
         frames.append(df)
     return runs_to_arrow(pd.concat(frames, ignore_index=True))
-
-
-def read_ntk_summary(path: str | Path) -> dict:
-    """NTK summary.json with the keys this module uses checked (dataset, lambda0, eta)."""
-    return read_record(path, ("dataset", "lambda0", "eta"), what="NTK summary", fix=rebuild_fix(path))
-
-
-SUMMARY_REQUIRED = (
-    *SETTING_KEYS, "eta", "n_seeds", "n_diverged", "last_step_min", "rate_slope_mean", "rate_slope_std", "rate_rho",
-    "rate_rho_max", "rate_r2_min", "rate_decades_min", "rate_start_mean", "rate_end_mean", "rate_floor_mean",
-    "rate_floor_ratio_max", "rate_coverage_min", "gram_ratio_min", "gram_ratio_min_mean",
-)
-
-
-def read_summary(path: str | Path) -> pd.DataFrame:
-    """A per-setting summary Parquet written by the aggregate stage."""
-    df = read_table(path, SUMMARY_REQUIRED, what="per-setting summary", fix=rebuild_fix(path)).to_pandas()
-    return df
 
 
 # --------------------------------------------------------------------------------------------------------------------

@@ -31,14 +31,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from momentum_ntk.aggregate import read_ntk_summary, read_runs_table, read_summary
-from momentum_ntk.rates import fit_runs, width_exponents
+from momentum_ntk.records import load_predictions, read_ntk_summary, read_runs_table, read_summary, read_theory_records
+from momentum_ntk.rates import fit_runs, theorem_table, width_exponents
 from momentum_ntk.tables import PAIR_KEYS, RUN_KEYS, SERIES_KEYS, SETTING_KEYS
 from momentum_ntk import defaults, uncertainty
-from momentum_ntk.compare import TRAJ_STEPS
-from momentum_ntk.dynamics import beta_theorem
+from momentum_ntk.compare import TRAJ_STEPS, width_slope_uncertainty
 from momentum_ntk.errors import UserError, cli
-from momentum_ntk.io import atomic_path, read_record, rebuild_fix, write_json
+from momentum_ntk.io import atomic_path, write_json
 from momentum_ntk.names import beta_text
 
 HOLDS, FAILS, INCONCLUSIVE = "holds", "fails", "inconclusive"
@@ -286,7 +285,7 @@ def _exponent_uncertainty(runs: pd.DataFrame) -> dict[str, Any]:
     return unc | {"fit_step": int(last["step"].max()) if len(last) else -1}
 
 
-# The width slopes claims.md reports: name -> (column of theory_report.run_errors, what it is).
+# The width slopes claims.md reports: name -> (column of compare.run_errors, what it is).
 SLOPE_STATISTICS = {
     "lin_h0": ("max_traj_err_lin_h0", "sup_{k≤T} e(k), H(0)"),
     "lin_inf": ("max_traj_err_lin_inf", "sup_{k≤T} e(k), H∞"),
@@ -297,9 +296,8 @@ SLOPE_STATISTICS = {
 def width_slopes(curves_by_dataset: dict[str, Any], fraction: float) -> dict[str, dict[str, dict[str, Any]]]:
     """Per dataset, the width slope of the trajectory error e(k) (sup up to each run's T for the H(0) and H∞
     linearizations, and e at the fixed steps for H(0)) with its uncertainty
-    (:func:`momentum_ntk.theory_report.width_slope_uncertainty`): {dataset: {statistic: {...}}}, the statistics of
+    (:func:`momentum_ntk.compare.width_slope_uncertainty`): {dataset: {statistic: {...}}}, the statistics of
     :data:`SLOPE_STATISTICS`."""
-    from momentum_ntk.theory_report import width_slope_uncertainty
 
     return {ds: {name: width_slope_uncertainty(pred.curves, col, fraction=fraction)
                  for name, (col, _) in SLOPE_STATISTICS.items()} for ds, pred in curves_by_dataset.items()}
@@ -379,58 +377,6 @@ def claim_gram(summary: pd.DataFrame, runs: pd.DataFrame, th: dict | None = None
 
 # --------------------------------------------------------------------------------------------------------------------
 # Claims 5-6, from the theory records (``theory predict --run``)
-
-THEORY_KEYS = ("dataset", "method", "width", "eta_divisor", "beta", "seed", "eta", "lambda0", "bound_check", "horizon",
-               "max_relerr_lin_h0_horizon", "max_relerr_lin_inf_horizon", "max_traj_err_lin_h0_horizon",
-               "max_traj_err_lin_inf_horizon", "traj_err_lin_h0_at", "bound_prefactor", "rate_theorem", "loss0")
-
-
-def _nan(x: Any) -> float:
-    return math.nan if x is None else float(x)
-
-
-def read_theory_record(path: str) -> dict[str, Any]:
-    """One run's theory record as a row of :func:`theory_row` (UserError naming the file if unusable)."""
-    rec = read_record(path, what="theory record", fix=rebuild_fix(path))
-    return theory_row(rec, str(path))
-
-
-def theory_row(rec: dict[str, Any], path: str = "<record>") -> dict[str, Any]:
-    """The numbers claims 5-6 use from one `theory predict --run` record; ``path`` names it in errors."""
-    missing = [k for k in THEORY_KEYS if k not in rec]
-    if missing:
-        hint = (" (it was made without --run)" if "horizon" in missing else
-                " (it was made by an older version: rerun the theory stage, `snakemake --forcerun theory_predict`)")
-        raise UserError(f"{path}: theory record lacks key(s) {missing}{hint}; {rebuild_fix(path)}")
-    bc, margin = rec["bound_check"] or {}, rec.get("bound_margin") or {}
-    try:
-        at = rec["traj_err_lin_h0_at"] or {}
-        return {
-            "dataset": str(rec["dataset"]), "method": str(rec["method"]).lower(), "width": int(rec["width"]),
-            "eta_divisor": int(rec["eta_divisor"]), "beta": float(rec["beta"]), "seed": int(rec["seed"]),
-            "steps_checked": int(bc.get("steps_checked") or 0), "fraction_holds": _nan(bc.get("fraction_holds")),
-            "first_violation_step": _nan(bc.get("first_violation_step")),
-            "max_measured_over_bound": _nan(margin.get("max_ratio")),
-            "violation_loss_ratio": _nan(margin.get("measured_ratio_at_first_violation")),
-            "horizon": _nan((rec["horizon"] or {}).get("step")),
-            "relerr_h0": _nan(rec["max_relerr_lin_h0_horizon"]),
-            "relerr_inf": _nan(rec["max_relerr_lin_inf_horizon"]),
-            "traj_h0": _nan(rec["max_traj_err_lin_h0_horizon"]),
-            "traj_inf": _nan(rec["max_traj_err_lin_inf_horizon"]),
-            **{f"traj_h0_k{k}": _nan(at.get(str(k))) for k in TRAJ_STEPS},
-            "bound_prefactor": _nan(rec["bound_prefactor"]), "rate_theorem": _nan(rec["rate_theorem"]),
-            "loss0": _nan(rec["loss0"]),
-            "beta_theorem": beta_theorem(float(rec["lambda0"]), float(rec["eta"])),
-            "path": path,
-        }
-    except (TypeError, ValueError, AttributeError) as exc:
-        raise UserError(f"{path}: malformed theory record ({exc}); {rebuild_fix(path)}") from None
-
-
-def read_theory_records(paths: Sequence[str]) -> pd.DataFrame:
-    """Every record of ``paths`` as one row (see :func:`read_theory_record`)."""
-    return pd.DataFrame([read_theory_record(p) for p in paths])
-
 
 def bound_rates(theory: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
     """The theory rows (HB and NAG) with each run's fitted loss rate beside the theorem's exponent.
@@ -568,23 +514,6 @@ def dataset_verdict(verdicts: Sequence[str]) -> str:
     if v and all(x == HOLDS for x in v):
         return HOLDS
     return INCONCLUSIVE
-
-
-def theorem_table(summary: pd.DataFrame, ntk: Sequence[dict]) -> pd.DataFrame:
-    """Theorem per-iteration exponent per setting (NaN for a dataset without an NTK summary)."""
-    from momentum_ntk.dynamics import theorem_rate  # the one definition of the theorem rates
-
-    by_ds = {str(r["dataset"]): r for r in ntk}
-    rows = []
-    for _, r in summary.iterrows():
-        rec = by_ds.get(str(r["dataset"]))
-        if rec is None:
-            theo = math.nan
-        else:
-            eta = float(rec["eta"].get(str(int(r["eta_divisor"])), r["eta"]))
-            theo = theorem_rate(str(r["method"]), float(rec["lambda0"]), eta)
-        rows.append({**{k: r[k] for k in SETTING_KEYS}, "theorem_exponent": theo})
-    return pd.DataFrame(rows, columns=[*SETTING_KEYS, "theorem_exponent"])
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -765,7 +694,8 @@ def evaluate(summary: pd.DataFrame, runs: pd.DataFrame, ntk: Sequence[dict] = ()
     """Claims 1-4, and 5-6 when ``theory`` records are given: {claim id: DataFrame of settings with 'verdict' and
     'reason' columns}."""
     th = THRESHOLDS if th is None else th
-    theorem = theorem_table(summary, ntk) if ntk else None
+    have = summary["dataset"].astype(str).isin([str(r["dataset"]) for r in ntk])  # NaN for a dataset without one
+    theorem = theorem_table(summary[have], ntk)[[*SETTING_KEYS, "theorem_exponent"]] if ntk else None
     evidence = Evidence(summary, runs, theorem, theory)
     return {c.id: c.judge(evidence, th) for c in REGISTRY if theory is not None or not c.needs_theory}
 
@@ -854,7 +784,7 @@ def _slope_lines(slopes: dict[str, Any]) -> list[str]:
     for ds, by in slopes.items():
         for name, f in by.items():
             label = SLOPE_STATISTICS[name][1] if name in SLOPE_STATISTICS else name
-            falls = interval_verdict(_nan(f["lo"]), _nan(f["hi"]), 0.0, below=True)
+            falls = interval_verdict(*(math.nan if f[k] is None else float(f[k]) for k in ("lo", "hi")), 0.0, below=True)
             lines.append(f"| {ds} | {label} | {_fmt(f['slope'])} | [{_fmt(f['lo'])}, {_fmt(f['hi'])}] | {falls} | "
                          f"[{_fmt(f['ci_lo'])}, {_fmt(f['ci_hi'])}] | [{_fmt(f['spec_lo'])}, {_fmt(f['spec_hi'])}] | "
                          f"{', '.join(map(str, f['widths']))} | {'–'.join(map(str, f['horizons']))} | "
@@ -904,7 +834,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     results = evaluate(summary, runs, ntk, theory=theory)
     slopes = None
     if args.theory_pred:
-        from momentum_ntk.theory_report import load_predictions
 
         slopes = width_slopes({ds: load_predictions(args.theory_pred, ds) for ds in datasets}, args.horizon_fraction)
     report = to_json(results, datasets, slopes=slopes)

@@ -7,12 +7,13 @@ stage (momentum_ntk.theory) reads and writes the files.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from momentum_ntk import defaults, methods
+from momentum_ntk import defaults, methods, uncertainty
 from momentum_ntk.dynamics import (
     alpha_damping_from_beta,
     linear_loss,
@@ -23,6 +24,7 @@ from momentum_ntk.dynamics import (
     theorem_rate,
 )
 from momentum_ntk.methods import alpha_thm2, rho_nag
+from momentum_ntk.tables import DATASET_RUN_KEYS, WIDTH_SERIES_KEYS
 
 PREDICTIONS = ("lin_inf", "lin_h0", "ode_beta", "ode_paper")
 # The trajectory errors e(k) = ‖u(k) − u_lin(k)‖/‖u(0) − y‖ a run records (momentum_ntk.trajectory), per linearization.
@@ -325,3 +327,89 @@ def comparison_record(
     rec["bound_check"] = bound_check(table)
     rec["bound_margin"] = bound_margin(table)
     return rec
+
+
+def run_errors(curves: pd.DataFrame, fraction: float = HORIZON_FRACTION,
+               floor_ratio: float = HORIZON_FLOOR_RATIO) -> pd.DataFrame:
+    """Per run: its horizon T (:func:`momentum_ntk.compare.horizon_step`, the one definition the claims, this
+    report's figures and tables all use; -1 where no step qualifies), and up to T: the trajectory errors
+    ``max_traj_err_<p>`` = sup_{k≤T} e(k) and ``traj_err_<p>_k<K>`` = e(K) at the fixed steps :data:`TRAJ_STEPS`
+    (NaN past T), and the relative loss errors ``max_relerr_<p>`` (descriptive), for every prediction p."""
+    rows = []
+    for key, g in curves.groupby(DATASET_RUN_KEYS, sort=True):
+        T = horizon_step(g["step"].to_numpy(), g["loss_measured"].to_numpy(), fraction, floor_ratio)
+        T = -1 if T is None else int(T)
+        row = {**dict(zip(DATASET_RUN_KEYS, key)), "horizon": T}
+        for p in PREDICTIONS:
+            row[f"max_relerr_{p}"] = max_relative_error(g, p, upto=T) if T >= 0 else math.nan
+        for p in TRAJ_COLUMNS:
+            row[f"max_traj_err_{p}"] = max_trajectory_error(g, p, upto=T) if T >= 0 else math.nan
+            for k in TRAJ_STEPS:
+                row[f"traj_err_{p}_k{k}"] = trajectory_error_at(g, p, k, T if T >= 0 else None)
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _centred(errors: pd.DataFrame, value: str, groups: Sequence[str]) -> pd.DataFrame:
+    """Usable points with log-width x and log-error y centred within each group (columns x, y)."""
+    df = errors[np.isfinite(errors[value]) & (errors[value] > 0)].copy()
+    df["x"], df["y"] = np.log(df["width"].astype(float)), np.log(df[value].astype(float))
+    df = df[df.groupby(list(groups))["width"].transform("nunique") >= 2]
+    if not df.empty:
+        g = df.groupby(list(groups))
+        df["x"], df["y"] = df["x"] - g["x"].transform("mean"), df["y"] - g["y"].transform("mean")
+    return df
+
+
+def fit_width_slope(errors: pd.DataFrame, value: str = "max_traj_err_lin_h0",
+                    groups: Sequence[str] = WIDTH_SERIES_KEYS) -> dict[str, float]:
+    """Common slope b of log e = a_g + b log m, one intercept a_g per group (fixed effects), least squares.
+
+    With x̃, ỹ the log-width and log-error centred within each group, b = Σ x̃ỹ / Σ x̃² and its standard error
+    √(Σ r² / (N − G − 1) / Σ x̃²) (r: residuals, N points, G groups). Points with a non-finite or non-positive error
+    and groups with fewer than two distinct widths are left out. Returns slope, stderr, n_points, n_groups (slope NaN
+    when nothing is left).
+    """
+    df = _centred(errors, value, groups)
+    if df.empty:
+        return {"slope": math.nan, "stderr": math.nan, "n_points": 0, "n_groups": 0}
+    x, y = df["x"].to_numpy(), df["y"].to_numpy()
+    sxx = float(x @ x)
+    slope = float(x @ y) / sxx
+    n_groups = int(df.groupby(list(groups)).ngroups)
+    dof = len(df) - n_groups - 1
+    resid = y - slope * x
+    stderr = math.sqrt(float(resid @ resid) / dof / sxx) if dof > 0 else math.nan
+    return {"slope": slope, "stderr": stderr, "n_points": int(len(df)), "n_groups": n_groups}
+
+
+def width_slope_uncertainty(curves: pd.DataFrame, value: str = "max_traj_err_lin_h0", *,
+                            fraction: float = HORIZON_FRACTION,
+                            floor_ratio: float = HORIZON_FLOOR_RATIO) -> dict[str, Any]:
+    """The common width slope of a column of :func:`run_errors` (:func:`fit_width_slope`) with its uncertainty.
+
+    ``ci_lo``/``ci_hi``: the 95 % percentile interval over resamples of whole seeds (each seed's points contribute
+    Σx̃ỹ and Σx̃² with x̃, ỹ centred by the full data's group means, so a resample's slope is ΣΣx̃ỹ / ΣΣx̃²).
+    ``spec_lo``/``spec_hi``: the range of the slope over the horizon at ½ and 1 × ``fraction`` and every subset of the
+    widths leaving one out (≥ 3 left). ``lo``/``hi``: their union, the interval to report. Also the widths, the
+    smallest and largest per-run horizon T at ``fraction`` (``horizons``) and the seed count.
+    """
+    err = run_errors(curves, fraction, floor_ratio)
+    fit = fit_width_slope(err, value)
+    df = _centred(err, value, WIDTH_SERIES_KEYS)
+    if df.empty:
+        ci = (math.nan, math.nan)
+    else:
+        sums = df.assign(xy=df["x"] * df["y"], xx=df["x"] ** 2).groupby("seed")[["xy", "xx"]].sum().to_numpy()
+        ci = uncertainty.seed_bootstrap(sums, lambda d: d[..., 0].sum(1) / d[..., 1].sum(1))
+    widths = sorted(int(w) for w in err["width"].unique())
+    fits = []
+    for fr in (fraction / 2, fraction):
+        e = err if fr == fraction else run_errors(curves, fr, floor_ratio)
+        fits += [fit_width_slope(e[e["width"].isin(sub)], value)["slope"] for sub in uncertainty.drop_one_subsets(widths)]
+    spec = uncertainty.spec_range(fits)
+    lo, hi = uncertainty.reported_interval(ci, spec)
+    hz = err.loc[err["horizon"] >= 0, "horizon"]
+    horizons = [int(hz.min()), int(hz.max())] if len(hz) else []
+    return {**fit, "ci_lo": ci[0], "ci_hi": ci[1], "spec_lo": spec[0], "spec_hi": spec[1], "lo": lo, "hi": hi,
+            "widths": widths, "horizons": horizons, "fraction": fraction, "n_seeds": int(err["seed"].nunique())}

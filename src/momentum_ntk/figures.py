@@ -37,18 +37,15 @@ import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
 from momentum_ntk import uncertainty  # noqa: E402
-from momentum_ntk.aggregate import read_ntk_summary, read_runs_table, read_summary  # noqa: E402
-from momentum_ntk.rates import width_exponents  # noqa: E402
+from momentum_ntk.records import pick_dataset, read_ntk_summary, read_runs_table, read_summary  # noqa: E402
+from momentum_ntk.plotting import save_figure, setting_label, style, thin  # noqa: E402
+from momentum_ntk.rates import theorem_table, width_exponents  # noqa: E402
 from momentum_ntk.tables import DATASET_RUN_KEYS, DATASET_SORT_KEYS  # noqa: E402
 from momentum_ntk.errors import UserError, cli  # noqa: E402
 from momentum_ntk.io import atomic_path  # noqa: E402
 from momentum_ntk.names import beta_text, with_beta_text  # noqa: E402
 from momentum_ntk import methods  # noqa: E402
-from momentum_ntk.methods import HB_RHO, alpha_thm2, rho_nag  # noqa: E402
-from momentum_ntk.dynamics import theorem_rate  # noqa: E402
-
-MAX_POINTS = 1500  # points per plotted curve; longer runs are thinned evenly (first and last step kept)
-
+from momentum_ntk.methods import HB_RHO, rho_nag  # noqa: E402
 
 # --------------------------------------------------------------------------------------------------------------------
 # Theory (paper §4; formulas from momentum_ntk.theory)
@@ -58,48 +55,6 @@ NAG_RHO_MAX = (11.0 - math.sqrt(73.0)) / 4.0
 
 # --------------------------------------------------------------------------------------------------------------------
 # Helpers
-
-
-def _style() -> None:
-    sns.set_theme(context="paper", style="whitegrid", font_scale=0.95)
-    plt.rcParams.update({"figure.dpi": 100, "savefig.dpi": 200, "axes.titlesize": 8.5, "legend.fontsize": 7.5})
-
-
-def save_figure(fig: plt.Figure, pdf: str | Path, png: str | Path) -> None:
-    """Write ``fig`` as PNG and PDF, atomically, and close it. The layout engine runs for the PNG only (the faster
-    renderer); the PDF reuses its axes positions: the same layout, one fewer layout pass over every panel."""
-    for path, fmt in ((png, "png"), (pdf, "pdf")):
-        with atomic_path(path) as tmp:
-            fig.savefig(tmp, format=fmt, bbox_inches="tight")
-        fig.set_layout_engine("none")
-    plt.close(fig)
-
-
-def _thin(idx: np.ndarray) -> np.ndarray:
-    if len(idx) <= MAX_POINTS:
-        return idx
-    keep = np.unique(np.linspace(0, len(idx) - 1, MAX_POINTS).round().astype(int))
-    return idx[keep]
-
-
-def eta_label(divisor: int) -> str:
-    return f"η=1/({int(divisor)}λm)"
-
-
-def setting_label(eta_divisor: int, beta: float) -> str:
-    return f"{eta_label(eta_divisor)}, β={beta_text(beta)}"
-
-
-def pick_dataset(datasets: pd.Series, dataset: str | None, where: str) -> str:
-    """The dataset to draw: ``dataset`` if ``datasets`` holds it, else the only one present (UserError otherwise)."""
-    names = sorted(datasets.unique())
-    if dataset is None:
-        if len(names) != 1:
-            raise UserError(f"{where}: holds datasets {names}; pick one with --dataset")
-        return names[0]
-    if dataset not in names:
-        raise UserError(f"{where}: no dataset {dataset!r} (has {names})")
-    return dataset
 
 
 def load_runs(path: str | Path, dataset: str | None) -> tuple[pd.DataFrame, str]:
@@ -128,7 +83,7 @@ def _band(ax: plt.Axes, steps: np.ndarray, vals: np.ndarray, color: str, label: 
     The mean is drawn only where every seed has a finite value, so a diverged seed ends the mean line instead of
     leaving a mean of the survivors.
     """
-    keep = _thin(np.arange(len(steps)))
+    keep = thin(np.arange(len(steps)))
     x, v = steps[keep], vals[:, keep]
     if seeds:
         for row in v:
@@ -154,7 +109,7 @@ def _grid(n_rows: int, n_cols: int, *, panel_w: float = 1.9, panel_h: float = 1.
 
 def figure1() -> plt.Figure:
     """Fig. 1: ρ*_NAG(α) on (0, 0.5] with HB's 2 − √2 and the bound (11 − √73)/4."""
-    _style()
+    style()
     alpha = np.linspace(1e-4, 0.5, 400)
     fig, ax = plt.subplots(figsize=(3.4, 2.5))
     ax.plot(alpha, rho_nag(alpha), color=methods.get("nag").color, lw=1.8, label=r"$\rho^*_{NAG}(\alpha)$")
@@ -182,7 +137,7 @@ def _loss_limits(runs: pd.DataFrame) -> tuple[float, float]:
 
 def figure2(runs: pd.DataFrame, dataset: str) -> plt.Figure:
     """Fig. 2: training loss vs iteration, HB vs NAG, one panel per (m, η, β); log y; seed mean dashed."""
-    _style()
+    style()
     widths = sorted(runs["width"].unique())
     combos = sorted({(int(e), float(b)) for e, b in zip(runs["eta_divisor"], runs["beta"])})
     present = methods.present(runs["method"])
@@ -222,7 +177,7 @@ def figure2(runs: pd.DataFrame, dataset: str) -> plt.Figure:
 
 def figure_distance(runs: pd.DataFrame, dataset: str, method: str) -> plt.Figure:
     """Figs. 3/4: max_r ‖w_r(t) − w_r(0)‖ vs iteration for each width m; one panel per (η, β)."""
-    _style()
+    style()
     runs = runs[runs["method"] == method]
     label = methods.get(method).label
     if runs.empty:
@@ -282,7 +237,7 @@ def interval_lines(last: pd.DataFrame, combos: list[tuple[int, float]]) -> str:
 
 def figure_width(runs: pd.DataFrame, dataset: str) -> plt.Figure:
     """Final max distance vs width m (log-log), one panel per method, with the fitted exponent beside −1/2."""
-    _style()
+    style()
     present = methods.present(runs["method"])
     expo = width_exponents(runs)
     last = runs.sort_values(DATASET_SORT_KEYS).groupby(DATASET_RUN_KEYS).tail(1)
@@ -324,7 +279,7 @@ def figure_width(runs: pd.DataFrame, dataset: str) -> plt.Figure:
 
 def figure_gram(runs: pd.DataFrame, dataset: str) -> plt.Figure:
     """λmin(H(t))/λ0 over training (tracked steps only), per method and (η, β); Lemma 3's ½ line drawn."""
-    _style()
+    style()
     runs = runs.assign(gram_ratio=runs["lambda_min_H"] / runs["lambda0_rows"])
     runs = runs[np.isfinite(runs["gram_ratio"])]
     if runs.empty:
@@ -379,32 +334,23 @@ LITERATURE = [
 def empirical_vs_theorem(summaries: Sequence[pd.DataFrame], ntk: Sequence[dict]) -> pd.DataFrame:
     """Per setting: theorem per-iteration exponent beside the fitted one (−slope of log ℓ per iteration).
 
-    ``eta`` is the NTK summary's eta[str(eta_divisor)] (falls back to the run's eta when the key is absent).
+    The theorem's columns come from :func:`momentum_ntk.rates.theorem_table` (η from the NTK summary).
     """
-    by_ds = {str(r["dataset"]): r for r in ntk}
     rows = []
-    for s in summaries:
-        for _, r in s.iterrows():
-            ds = str(r["dataset"])
-            if ds not in by_ds:
-                raise UserError(f"no NTK summary for dataset {ds!r}; pass its summary.json with --ntk-summary")
-            rec = by_ds[ds]
-            lam0 = float(rec["lambda0"])
-            eta = float(rec["eta"].get(str(int(r["eta_divisor"])), r["eta"]))
-            method = str(r["method"]).lower()
-            theo = theorem_rate(method, lam0, eta)
+    for summary in summaries:
+        theo = theorem_table(summary, ntk)
+        for (_, r), t in zip(summary.iterrows(), theo.itertuples()):
             emp = -float(r["rate_slope_mean"])
             rows.append({
-                "dataset": ds, "method": methods.get(method).label, "width": int(r["width"]),
-                "eta_divisor": int(r["eta_divisor"]), "beta": float(r["beta"]), "eta": eta, "lambda0": lam0,
-                "alpha": alpha_thm2(lam0, eta) if method == "nag" else math.nan,
-                "rho_theorem": (HB_RHO if method == "hb" else rho_nag(alpha_thm2(lam0, eta))
-                                if method == "nag" else math.nan),
-                "theorem_exponent_per_iter": theo,
+                "dataset": t.dataset, "method": methods.get(str(t.method).lower()).label, "width": int(t.width),
+                "eta_divisor": int(t.eta_divisor), "beta": float(t.beta), "eta": t.eta, "lambda0": t.lambda0,
+                "alpha": t.alpha, "rho_theorem": t.rho_theorem,
+                "theorem_exponent_per_iter": t.theorem_exponent,
                 "empirical_exponent_per_iter": emp,
                 "empirical_exponent_std": float(r["rate_slope_std"]),
                 "empirical_rho_per_iter": math.exp(-emp) if math.isfinite(emp) else math.nan,
-                "empirical_over_theorem": emp / theo if theo and math.isfinite(theo) else math.nan,
+                "empirical_over_theorem": (emp / t.theorem_exponent
+                                           if t.theorem_exponent and math.isfinite(t.theorem_exponent) else math.nan),
                 "fit_r2_min": float(r["rate_r2_min"]),
                 "n_seeds": int(r["n_seeds"]), "n_diverged": int(r["n_diverged"]),
             })

@@ -17,6 +17,7 @@ For a method, the records hold (η the step, β the momentum, λ an eigenvalue o
   gradient-correction term), ω² = (1 + √(αs)) λ; ``None`` for a method without an ODE (GD).
 - **theorem** (``theorem``): (C, E) with ℓ(t) ≤ C e^{−E t} in ODE time t = k√s, from λ0, s and the pseudo-loss
   ℓ̃(0); HB Theorem 1 (eq. 28), NAG Theorem 2 (eq. 29); ``None`` for a method the paper proves nothing about.
+  ``rate_constant``: (λ0, s) -> (ρ, α), the ρ of E = ρ√(λ0/2) and Theorem 2's α (NaN for HB, which has none).
 """
 
 from __future__ import annotations
@@ -55,6 +56,7 @@ class Method:
     momentum: Callable[[np.ndarray, float, float], tuple[np.ndarray, np.ndarray]]  # (λ, η, β) -> (b, 1 − b)
     ode_gradient_damping: Callable[[np.ndarray, float], np.ndarray] | None  # (λ, s) -> extra γ; None: no ODE
     theorem: Callable[[float, float, float], tuple[float, float]] | None  # (λ0, s, ℓ̃(0)) -> (C, E); None: no theorem
+    rate_constant: Callable[[float, float], tuple[float, float]] | None = None  # (λ0, s) -> (ρ, α); None: no theorem
 
     @property
     def has_ode(self) -> bool:
@@ -78,12 +80,21 @@ def _nag_momentum(lam: np.ndarray, eta: float, beta: float) -> tuple[np.ndarray,
     return beta * (1.0 - q), (1.0 - beta) + beta * q
 
 
+def _hb_rate_constant(lambda0: float, s: float) -> tuple[float, float]:
+    return HB_RHO, math.nan
+
+
+def _nag_rate_constant(lambda0: float, s: float) -> tuple[float, float]:
+    alpha = alpha_thm2(lambda0, s)
+    return rho_nag(alpha), alpha
+
+
 def _hb_theorem(lambda0: float, s: float, pseudo_loss0: float) -> tuple[float, float]:
-    return 6.0 * pseudo_loss0 / lambda0, HB_RHO * math.sqrt(lambda0 / 2.0)
+    return 6.0 * pseudo_loss0 / lambda0, _hb_rate_constant(lambda0, s)[0] * math.sqrt(lambda0 / 2.0)
 
 
 def _nag_theorem(lambda0: float, s: float, pseudo_loss0: float) -> tuple[float, float]:
-    return 26.0 * pseudo_loss0 / (3.0 * lambda0), rho_nag(alpha_thm2(lambda0, s)) * math.sqrt(lambda0 / 2.0)
+    return 26.0 * pseudo_loss0 / (3.0 * lambda0), _nag_rate_constant(lambda0, s)[0] * math.sqrt(lambda0 / 2.0)
 
 
 # Table order is drawing order (figures, legends, tables).
@@ -91,9 +102,9 @@ METHODS: dict[str, Method] = {
     m.name: m
     for m in (
         Method("hb", "HB", "#1f77b4", "o", "eq. (4)", lambda beta: (beta, 0.0, 1.0, 1.0), _hb_momentum,
-               lambda lam, s: np.zeros_like(lam), _hb_theorem),
+               lambda lam, s: np.zeros_like(lam), _hb_theorem, _hb_rate_constant),
         Method("nag", "NAG", "#d62728", "^", "eq. (5)", lambda beta: (beta, 1.0, beta, 0.0), _nag_momentum,
-               lambda lam, s: 0.5 * math.sqrt(s) * lam, _nag_theorem),
+               lambda lam, s: 0.5 * math.sqrt(s) * lam, _nag_theorem, _nag_rate_constant),
         Method("gd", "GD", "#7f7f7f", "s", "eq. (3)", lambda beta: (0.0, 0.0, 1.0, 1.0), _no_momentum, None, None),
     )
 }  # fmt: skip

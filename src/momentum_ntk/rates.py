@@ -13,7 +13,11 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import pandas as pd
 
-from momentum_ntk.tables import RUN_KEYS, SEED_SERIES_KEYS, SORT_KEYS
+from momentum_ntk import methods
+from momentum_ntk.dynamics import theorem_rate
+from momentum_ntk.errors import UserError
+from momentum_ntk.records import summary_eta
+from momentum_ntk.tables import RUN_KEYS, SEED_SERIES_KEYS, SETTING_KEYS, SORT_KEYS
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -244,3 +248,28 @@ def width_exponents(runs: pd.DataFrame) -> pd.DataFrame:
         )
     cols = [*SEED_SERIES_KEYS, "n_widths", "widths", "slope"]
     return pd.DataFrame(rows, columns=cols)
+
+
+THEOREM_COLUMNS = (*SETTING_KEYS, "eta", "lambda0", "alpha", "rho_theorem", "theorem_exponent")
+
+
+def theorem_table(summary: pd.DataFrame, ntk: list[dict] | tuple[dict, ...]) -> pd.DataFrame:
+    """The theorems' per-iteration loss exponent per setting, the one table Table 1 and the claims read.
+
+    ``summary``: per-setting rows with :data:`SETTING_KEYS`; ``ntk``: the NTK summaries (one per dataset). Per row:
+    η = summary_eta (the one η lookup), λ0, the method's rate constant ρ and Theorem 2's α (``Method.rate_constant``;
+    NaN without a theorem) and theorem_exponent = ρ·√(λ0/2)·√η (:func:`momentum_ntk.dynamics.theorem_rate`).
+    UserError when a dataset has no NTK summary.
+    """
+    by_ds = {str(r["dataset"]): r for r in ntk}
+    rows = []
+    for _, r in summary.iterrows():
+        ds, method = str(r["dataset"]), methods.get(str(r["method"]).lower())
+        if ds not in by_ds:
+            raise UserError(f"no NTK summary for dataset {ds!r}; pass its summary.json with --ntk-summary")
+        lam0 = float(by_ds[ds]["lambda0"])
+        eta = summary_eta(by_ds[ds], int(r["eta_divisor"]), f"NTK summary of {ds}")
+        rho, alpha = method.rate_constant(lam0, eta) if method.rate_constant else (math.nan, math.nan)
+        rows.append({**{k: r[k] for k in SETTING_KEYS}, "eta": eta, "lambda0": lam0, "alpha": alpha,
+                     "rho_theorem": rho, "theorem_exponent": theorem_rate(method.name, lam0, eta)})
+    return pd.DataFrame(rows, columns=list(THEOREM_COLUMNS))

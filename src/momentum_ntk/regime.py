@@ -87,8 +87,8 @@ class SubRun:
 def per_seed_metrics(results: Path) -> pd.DataFrame:
     """dataset, method, width, seed, claim, value for every run of a results/ folder: e's sup up to T (theory
     records), the minimum of λmin(H(t))/λ0 (runs table) and the fitted/theorem rate ratio (both)."""
-    from momentum_ntk.aggregate import read_runs_table
-    from momentum_ntk.claims import bound_rates, gram_per_run, read_theory_records
+    from momentum_ntk.claims import bound_rates, gram_per_run
+    from momentum_ntk.records import read_runs_table, read_theory_records
 
     runs = pd.concat([read_runs_table(p) for p in sorted(results.glob("aggregate/*/runs.parquet"))],
                      ignore_index=True)
@@ -369,7 +369,7 @@ def report(root: Path) -> pd.DataFrame:
     subs = [read_subrun(f) for f in folders]
     onsets, metrics = onset_table(subs)
     exps = n_exponents(onsets)
-    from momentum_ntk.figures import save_figure
+    from momentum_ntk.plotting import save_figure
 
     with atomic_path(root / "onset.md") as tmp:
         tmp.write_text(to_markdown(onsets, metrics, exps))

@@ -37,8 +37,6 @@ from __future__ import annotations
 import argparse
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import matplotlib
@@ -49,32 +47,25 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from momentum_ntk import uncertainty  # noqa: E402
-from momentum_ntk.errors import UserError, cli  # noqa: E402
 from momentum_ntk import methods  # noqa: E402
-from momentum_ntk.figures import _style, eta_label, pick_dataset, save_figure  # noqa: E402
-from momentum_ntk.tables import DATASET_RUN_KEYS, DATASET_SETTING_KEYS, WIDTH_SERIES_KEYS  # noqa: E402
-from momentum_ntk.io import atomic_path, read_record, read_table, rebuild_fix  # noqa: E402
-from momentum_ntk.names import beta_text, with_beta_text  # noqa: E402
-from momentum_ntk.theory import (  # noqa: E402
+from momentum_ntk.compare import (  # noqa: E402
     HORIZON_FLOOR_RATIO,
     HORIZON_FRACTION,
     PREDICTIONS,
-    TRAJ_COLUMNS,
-    TRAJ_STEPS,
     fit_rate,
     horizon_step,
-    max_relative_error,
-    max_trajectory_error,
-    trajectory_error_at,
+    run_errors,
+    width_slope_uncertainty,
 )
+from momentum_ntk.errors import UserError, cli  # noqa: E402
+from momentum_ntk.io import atomic_path  # noqa: E402
+from momentum_ntk.names import beta_text, with_beta_text  # noqa: E402
+from momentum_ntk.plotting import eta_label, save_figure, style  # noqa: E402
+from momentum_ntk.records import CURVE_COLUMNS, Predictions, load_predictions  # noqa: E402
+from momentum_ntk.tables import DATASET_RUN_KEYS, DATASET_SETTING_KEYS  # noqa: E402
 
 SETTING = DATASET_SETTING_KEYS
 RUN = DATASET_RUN_KEYS
-GROUP = WIDTH_SERIES_KEYS  # a width series
-CURVE_COLUMNS = ("step", "loss_measured", *(f"loss_{p}" for p in PREDICTIONS), "bound_theorem", *TRAJ_COLUMNS.values())
-RECORD_KEYS = ("dataset", "method", "width", "eta_divisor", "eta", "beta", "seed", "steps", "lambda0")
-
 # curve key -> (column, colour, line style, width, legend label)
 STYLE = {
     "measured": ("loss_measured", "k", "-", 1.6, "measured"),
@@ -94,55 +85,6 @@ PRED_LABELS = {"lin_h0": "linearized, H(0)", "lin_inf": "linearized, H∞"}
 # Input
 
 
-@dataclass(frozen=True)
-class Predictions:
-    """The predictions of one dataset: ``curves`` one row per (run, step) with :data:`RUN` keys and
-    :data:`CURVE_COLUMNS`; ``records`` one row per run with the keys and every scalar of its ``.json`` record."""
-
-    dataset: str
-    curves: pd.DataFrame
-    records: pd.DataFrame
-
-
-def _read_one(path: Path) -> tuple[dict[str, Any], dict[str, Any], pd.DataFrame]:
-    """(record, run key, curves) of one prediction file; UserError naming the file and the fix if unusable."""
-    fix, side = rebuild_fix(path), path.with_suffix(".json")
-    table = read_table(path, CURVE_COLUMNS, what="prediction file", fix=fix).to_pandas()
-    rec = read_record(side, what=f"record of {path}", fix=rebuild_fix(side))
-    missing = [k for k in RECORD_KEYS if rec.get(k) is None]
-    if missing:
-        raise UserError(f"{side}: record lacks key(s) {missing}; {rebuild_fix(side)}")
-    if table.empty:
-        raise UserError(f"{path}: no rows; {fix}")
-    try:
-        key = {"method": str(rec["method"]).lower(), "width": int(rec["width"]),
-               "eta_divisor": int(rec["eta_divisor"]), "beta": float(rec["beta"]), "seed": int(rec["seed"])}
-    except (TypeError, ValueError) as exc:
-        raise UserError(f"{side}: malformed record ({exc}); {rebuild_fix(side)}") from None
-    return rec, key, table[list(CURVE_COLUMNS)]
-
-
-def load_predictions(paths: Sequence[str | Path], dataset: str | None = None) -> Predictions:
-    """Read prediction Parquets and their records; restrict to ``dataset`` (or the only one present)."""
-    recs, frames = [], []
-    for p in map(Path, paths):
-        rec, key, table = _read_one(p)
-        recs.append({"dataset": str(rec["dataset"]), **rec, **key, "path": str(p)})
-        frames.append(table.assign(dataset=str(rec["dataset"]), **key))
-    if not recs:
-        raise UserError("no prediction files given (--pred)")
-    records = pd.DataFrame(recs)
-    dataset = pick_dataset(records["dataset"], dataset, "--pred")
-    dup = records[records["dataset"] == dataset].duplicated(RUN, keep=False)
-    if dup.any():
-        clash = records.loc[dup[dup].index, "path"].tolist()
-        raise UserError(f"{clash[0]}: the same run (method, width, η, β, seed) is given twice: {clash}")
-    curves = pd.concat(frames, ignore_index=True)
-    keep_r, keep_c = records["dataset"] == dataset, curves["dataset"] == dataset
-    return Predictions(dataset, curves[keep_c].drop(columns="dataset").reset_index(drop=True),
-                       records[keep_r].reset_index(drop=True))
-
-
 def _methods(df: pd.DataFrame) -> list[str]:
     return methods.present(df["method"])
 
@@ -153,92 +95,6 @@ def setting_text(eta_divisor: int, beta: float) -> str:
 
 # --------------------------------------------------------------------------------------------------------------------
 # Horizon and errors
-
-
-def run_errors(curves: pd.DataFrame, fraction: float = HORIZON_FRACTION,
-               floor_ratio: float = HORIZON_FLOOR_RATIO) -> pd.DataFrame:
-    """Per run: its horizon T (:func:`momentum_ntk.compare.horizon_step`, the one definition the claims, this
-    report's figures and tables all use; -1 where no step qualifies), and up to T: the trajectory errors
-    ``max_traj_err_<p>`` = sup_{k≤T} e(k) and ``traj_err_<p>_k<K>`` = e(K) at the fixed steps :data:`TRAJ_STEPS`
-    (NaN past T), and the relative loss errors ``max_relerr_<p>`` (descriptive), for every prediction p."""
-    rows = []
-    for key, g in curves.groupby(RUN, sort=True):
-        T = horizon_step(g["step"].to_numpy(), g["loss_measured"].to_numpy(), fraction, floor_ratio)
-        T = -1 if T is None else int(T)
-        row = {**dict(zip(RUN, key)), "horizon": T}
-        for p in PREDICTIONS:
-            row[f"max_relerr_{p}"] = max_relative_error(g, p, upto=T) if T >= 0 else math.nan
-        for p in TRAJ_COLUMNS:
-            row[f"max_traj_err_{p}"] = max_trajectory_error(g, p, upto=T) if T >= 0 else math.nan
-            for k in TRAJ_STEPS:
-                row[f"traj_err_{p}_k{k}"] = trajectory_error_at(g, p, k, T if T >= 0 else None)
-        rows.append(row)
-    return pd.DataFrame(rows)
-
-
-def _centred(errors: pd.DataFrame, value: str, groups: Sequence[str]) -> pd.DataFrame:
-    """Usable points with log-width x and log-error y centred within each group (columns x, y)."""
-    df = errors[np.isfinite(errors[value]) & (errors[value] > 0)].copy()
-    df["x"], df["y"] = np.log(df["width"].astype(float)), np.log(df[value].astype(float))
-    df = df[df.groupby(list(groups))["width"].transform("nunique") >= 2]
-    if not df.empty:
-        g = df.groupby(list(groups))
-        df["x"], df["y"] = df["x"] - g["x"].transform("mean"), df["y"] - g["y"].transform("mean")
-    return df
-
-
-def fit_width_slope(errors: pd.DataFrame, value: str = "max_traj_err_lin_h0",
-                    groups: Sequence[str] = GROUP) -> dict[str, float]:
-    """Common slope b of log e = a_g + b log m, one intercept a_g per group (fixed effects), least squares.
-
-    With x̃, ỹ the log-width and log-error centred within each group, b = Σ x̃ỹ / Σ x̃² and its standard error
-    √(Σ r² / (N − G − 1) / Σ x̃²) (r: residuals, N points, G groups). Points with a non-finite or non-positive error
-    and groups with fewer than two distinct widths are left out. Returns slope, stderr, n_points, n_groups (slope NaN
-    when nothing is left).
-    """
-    df = _centred(errors, value, groups)
-    if df.empty:
-        return {"slope": math.nan, "stderr": math.nan, "n_points": 0, "n_groups": 0}
-    x, y = df["x"].to_numpy(), df["y"].to_numpy()
-    sxx = float(x @ x)
-    slope = float(x @ y) / sxx
-    n_groups = int(df.groupby(list(groups)).ngroups)
-    dof = len(df) - n_groups - 1
-    resid = y - slope * x
-    stderr = math.sqrt(float(resid @ resid) / dof / sxx) if dof > 0 else math.nan
-    return {"slope": slope, "stderr": stderr, "n_points": int(len(df)), "n_groups": n_groups}
-
-
-def width_slope_uncertainty(curves: pd.DataFrame, value: str = "max_traj_err_lin_h0", *,
-                            fraction: float = HORIZON_FRACTION,
-                            floor_ratio: float = HORIZON_FLOOR_RATIO) -> dict[str, Any]:
-    """The common width slope of a column of :func:`run_errors` (:func:`fit_width_slope`) with its uncertainty.
-
-    ``ci_lo``/``ci_hi``: the 95 % percentile interval over resamples of whole seeds (each seed's points contribute
-    Σx̃ỹ and Σx̃² with x̃, ỹ centred by the full data's group means, so a resample's slope is ΣΣx̃ỹ / ΣΣx̃²).
-    ``spec_lo``/``spec_hi``: the range of the slope over the horizon at ½ and 1 × ``fraction`` and every subset of the
-    widths leaving one out (≥ 3 left). ``lo``/``hi``: their union, the interval to report. Also the widths, the
-    smallest and largest per-run horizon T at ``fraction`` (``horizons``) and the seed count.
-    """
-    err = run_errors(curves, fraction, floor_ratio)
-    fit = fit_width_slope(err, value)
-    df = _centred(err, value, GROUP)
-    if df.empty:
-        ci = (math.nan, math.nan)
-    else:
-        sums = df.assign(xy=df["x"] * df["y"], xx=df["x"] ** 2).groupby("seed")[["xy", "xx"]].sum().to_numpy()
-        ci = uncertainty.seed_bootstrap(sums, lambda d: d[..., 0].sum(1) / d[..., 1].sum(1))
-    widths = sorted(int(w) for w in err["width"].unique())
-    fits = []
-    for fr in (fraction / 2, fraction):
-        e = err if fr == fraction else run_errors(curves, fr, floor_ratio)
-        fits += [fit_width_slope(e[e["width"].isin(sub)], value)["slope"] for sub in uncertainty.drop_one_subsets(widths)]
-    spec = uncertainty.spec_range(fits)
-    lo, hi = uncertainty.reported_interval(ci, spec)
-    hz = err.loc[err["horizon"] >= 0, "horizon"]
-    horizons = [int(hz.min()), int(hz.max())] if len(hz) else []
-    return {**fit, "ci_lo": ci[0], "ci_hi": ci[1], "spec_lo": spec[0], "spec_hi": spec[1], "lo": lo, "hi": hi,
-            "widths": widths, "horizons": horizons, "fraction": fraction, "n_seeds": int(err["seed"].nunique())}
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -312,7 +168,7 @@ def draw_overlay(ax: plt.Axes, g: pd.DataFrame, horizon: int | None, traj: float
 def figure_overlay(pred: Predictions, *, seed: int | None = None, mean_seeds: bool = False,
                    fraction: float = HORIZON_FRACTION, floor_ratio: float = HORIZON_FLOOR_RATIO) -> plt.Figure:
     """Rows: widths; columns: (η, β) × method. Each panel: measured vs predicted loss (see module docstring)."""
-    _style()
+    style()
     curves, which = one_curve_per_setting(pred.curves, seed, mean_seeds)
     err = run_errors(pred.curves, fraction, floor_ratio)
     if not mean_seeds:  # the drawn seed's own T and e; for the mean over seeds, the smallest T and the largest e
@@ -378,7 +234,7 @@ def slope_text(fit: dict[str, Any]) -> str:
 def figure_width_error(pred: Predictions, *, fraction: float = HORIZON_FRACTION,
                        floor_ratio: float = HORIZON_FLOOR_RATIO) -> tuple[plt.Figure, dict[str, dict[str, float]]]:
     """Trajectory error sup_{k≤T} e(k) of the H(0)- and H∞-linearized models vs m (log-log), with fitted slopes."""
-    _style()
+    style()
     err = run_errors(pred.curves, fraction, floor_ratio)
     series = sorted({(m, int(e), float(b)) for m, e, b in zip(err["method"], err["eta_divisor"], err["beta"])},
                     key=lambda s: (_methods(err).index(s[0]), s[1], s[2]))

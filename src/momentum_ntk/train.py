@@ -65,6 +65,7 @@ import torch
 from momentum_ntk import defaults, io, methods, model, ntk, plan
 from momentum_ntk.trajectory import Linearized, gram_pair
 from momentum_ntk.errors import UserError, cli
+from momentum_ntk.records import learning_rate
 from momentum_ntk.tables import RUN_COLUMNS
 from momentum_ntk.lease import resolve_device  # noqa: F401  (the one resolver; train.resolve_device for callers)
 
@@ -769,24 +770,6 @@ def tracked_lambda0(args: argparse.Namespace, X: np.ndarray, rows: np.ndarray) -
     if same_rows:
         return float(rec["lambda0"]), str(args.ntk_summary)
     return ntk.lambda0_of_rows(X, rows), "computed"
-
-
-def learning_rate(summary: Path | None, divisor: int | None, eta: float | None) -> float:
-    """``eta`` if given, else summary['eta'][str(divisor)]."""
-    if eta is not None:
-        return float(eta)
-    if summary is None or divisor is None:
-        raise UserError("give --ntk-summary and --eta-divisor (η = 1/(divisor·λm)), or an explicit --eta")
-    etas = io.read_record(summary, ("eta",), what="NTK summary", fix=io.rebuild_fix(summary))["eta"]
-    key = str(divisor)
-    if not isinstance(etas, dict):
-        raise UserError(f"{summary}: NTK summary key 'eta' is not an object; {io.rebuild_fix(summary)}")
-    if key not in etas:
-        raise UserError(
-            f"{summary}: no learning rate for eta divisor {key} (it has {sorted(etas, key=int)}); "
-            f"add {key} to grid.eta_divisors in the config and rerun the ntk stage"
-        )
-    return float(etas[key])
 
 
 @contextlib.contextmanager
