@@ -110,6 +110,11 @@ METHODS: dict[str, Method] = {
 }  # fmt: skip
 
 
+# The comparison the paper makes, (baseline, accelerated): the NAG/HB loss ratios of the aggregate stage and the
+# "NAG below HB" claim pair these two methods' runs of the same setting and seed.
+BASELINE, ACCELERATED = "hb", "nag"
+
+
 def get(name: str) -> Method:
     """The record of ``name``; ValueError naming the known methods for any other name."""
     try:
