@@ -39,7 +39,7 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from momentum_ntk import model, rowspace, train
+from momentum_ntk import devices, engine, lease, loop, model, rowspace
 
 CADENCE = 50
 
@@ -85,14 +85,14 @@ def make_pack(
     y: np.ndarray,
     W0: np.ndarray,
     a: np.ndarray,
-    specs: list[train.RunSpec],
+    specs: list[engine.RunSpec],
     device: torch.device,
     dtype: torch.dtype = torch.float32,
-) -> tuple[train._Shared, train._Pack]:
-    """The training loop's own shared data and packed state (train.shared_state, train.new_pack), as train_many
+) -> tuple[engine.Shared, engine.Pack]:
+    """The training loop's own shared data and packed state (engine.shared_state, engine.new_pack), as train_many
     builds them."""
-    sh = train.shared_state(X, y, W0, a, dtype=dtype, device=str(device))
-    return sh, train.new_pack(sh, specs)
+    sh = engine.shared_state(X, y, W0, a, dtype=dtype, device=str(device))
+    return sh, engine.new_pack(sh, specs)
 
 
 def make_row_pack(
@@ -100,7 +100,7 @@ def make_row_pack(
     y: np.ndarray,
     W0: np.ndarray,
     a: np.ndarray,
-    specs: list[train.RunSpec],
+    specs: list[engine.RunSpec],
     device: torch.device,
     dtype: torch.dtype = torch.float32,
 ) -> tuple[rowspace.RowShared, rowspace.RowPack]:
@@ -109,15 +109,15 @@ def make_row_pack(
     return sh, rowspace.new_pack(sh, specs)
 
 
-def step_fn(sh: train._Shared, p: train._Pack | rowspace.RowPack) -> Callable[[], None]:
+def step_fn(sh: engine.Shared, p: engine.Pack | rowspace.RowPack) -> Callable[[], None]:
     """One training-loop step (no Gram tracking), as train_many runs it: the metrics go to a device buffer (the host
-    copy happens once per train.SYNC_EVERY steps and is left out here)."""
+    copy happens once per engine.SYNC_EVERY steps and is left out here)."""
     buf = torch.empty(p.k, 2, dtype=torch.float64, device=sh.X.device)
 
-    def step() -> None:  # the training loop's own two halves (train.forward, train.update), not a copy of them
-        metrics, _ = train.forward(sh, p)
+    def step() -> None:  # the training loop's own two halves (engine.forward, engine.update), not a copy of them
+        metrics, _ = engine.forward(sh, p)
         buf.copy_(metrics)
-        train.update(sh, p, 1)
+        engine.update(sh, p, 1)
 
     return step
 
@@ -125,7 +125,7 @@ def step_fn(sh: train._Shared, p: train._Pack | rowspace.RowPack) -> Callable[[]
 def bench_engines(n: int, d: int, m: int, reps: int, device: torch.device, min_seconds: float) -> dict[str, float]:
     """The two engines' NAG steps and their GEMM rooflines only, raced round-robin (the cost rule's measurements)."""
     X, y, W0, a = make_problem(n, d, m)
-    nag = train.RunSpec("nag", 0.1 / n, 0.99)
+    nag = engine.RunSpec("nag", 0.1 / n, 0.99)
     Xt = torch.tensor(X, dtype=torch.float32, device=device)
     Wt = torch.tensor(W0, dtype=torch.float32, device=device)
     Z = torch.empty(n, m, device=device)
@@ -167,8 +167,8 @@ def engine_results(n: int, d: int, m: int, t: dict[str, float]) -> dict[str, flo
 def bench_width(n: int, d: int, m: int, reps: int, device: torch.device, min_seconds: float) -> dict[str, float]:
     X, y, W0, a = make_problem(n, d, m)
     eta = 0.1 / n  # small enough to stay finite over the benchmark
-    nag = train.RunSpec("nag", eta, 0.99)
-    specs = [nag, train.RunSpec("hb", eta, 0.99), train.RunSpec("nag", eta / 2, 0.97), train.RunSpec("hb", eta, 0.97)]
+    nag = engine.RunSpec("nag", eta, 0.99)
+    specs = [nag, engine.RunSpec("hb", eta, 0.99), engine.RunSpec("nag", eta / 2, 0.97), engine.RunSpec("hb", eta, 0.97)]
 
     # roofline: the step's two GEMMs with its shapes
     Xt = torch.tensor(X, dtype=torch.float32, device=device)
@@ -212,16 +212,16 @@ def bench_width(n: int, d: int, m: int, reps: int, device: torch.device, min_sec
     )
     del shk, pk, W, opt
     # Gram tracking's own cost: the loop's forward half with tracking, minus the same half without it
-    t |= race({"fwd_gram": lambda: train.forward(sh, p, track=True), "fwd": lambda: train.forward(sh, p)},
+    t |= race({"fwd_gram": lambda: engine.forward(sh, p, track=True), "fwd": lambda: engine.forward(sh, p)},
               max(2, reps // 3), device)  # fmt: skip
     t["gram"] = max(t["fwd_gram"] - t["fwd"], 0.0)
-    row_fwd = {"fwd_gram": lambda: train.forward(rsh, rp, track=True), "fwd": lambda: train.forward(rsh, rp)}
+    row_fwd = {"fwd_gram": lambda: engine.forward(rsh, rp, track=True), "fwd": lambda: engine.forward(rsh, rp)}
     t |= {f"row_{key}": v for key, v in race(row_fwd, max(2, reps // 3), device).items()}
     t["row_gram"] = max(t["row_fwd_gram"] - t["row_fwd"], 0.0)
 
     # end to end: train() per step at the default cadence, (T(2 CADENCE) - T(0)) / (2 CADENCE)
     def e2e(steps: int, engine: str = "direct") -> Callable[[], object]:
-        return lambda: train.train(X, y, W0, a, method="nag", eta=eta, beta=0.99, steps=steps, gram_every=CADENCE,
+        return lambda: loop.train(X, y, W0, a, method="nag", eta=eta, beta=0.99, steps=steps, gram_every=CADENCE,
                                    dtype="float32", device=str(device), engine=engine)  # fmt: skip
 
     t |= race({"e2e0": e2e(0), "e2e": e2e(2 * CADENCE), "row_e2e0": e2e(0, "rowspace"),
@@ -291,7 +291,7 @@ def peak_memory(n: int, d: int, m: int, device: torch.device, engine: str = "dir
 
 
 def probe_train(X: np.ndarray, y: np.ndarray, W0: np.ndarray, a: np.ndarray, device: str, engine: str) -> None:
-    train.train(X, y, W0, a, method="nag", eta=0.1 / len(y), beta=0.99, steps=3, gram_every=1, dtype="float32",
+    loop.train(X, y, W0, a, method="nag", eta=0.1 / len(y), beta=0.99, steps=3, gram_every=1, dtype="float32",
                 device=device, engine=engine)  # fmt: skip
 
 
@@ -330,8 +330,8 @@ def main() -> None:
         return
     if args.threads:
         torch.set_num_threads(args.threads)
-    device = torch.device(train.resolve_device(args.device))
-    train.strict_float32()
+    device = torch.device(lease.resolve_device(args.device))
+    devices.strict_float32()
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
     print(f"device: {name}; torch {torch.__version__}; float32, TF32 off; n={args.n}, d={args.d}")
     bench = bench_engines if args.engines_only else bench_width

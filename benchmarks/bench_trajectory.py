@@ -22,13 +22,13 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from momentum_ntk import model, train  # noqa: E402
+from momentum_ntk import loop, model  # noqa: E402
 
 
 def step_ms(X: np.ndarray, y: np.ndarray, m: int, steps: int, trajectory: bool) -> float:
     W0, a = model.init_params(X.shape[1], m, 0)
     t0 = time.perf_counter()
-    train.train_many(X, y, W0, a, [{"method": "nag", "eta": 1e-3, "beta": 0.99}], steps=steps, gram_every=0,
+    loop.train_many(X, y, W0, a, [{"method": "nag", "eta": 1e-3, "beta": 0.99}], steps=steps, gram_every=0,
                      trajectory=trajectory)
     return (time.perf_counter() - t0) / steps * 1e3
 

@@ -37,14 +37,14 @@ def synthetic_run(folder: Path, steps: int = 40) -> Path:
     """A run Parquet as the tiny preset writes one (80 unit rows of dimension 784, m = 64, NAG, ``steps`` steps (the
     tiny preset's 40, the quick preset's 2000), the Gram tracked every 10 steps, float64), through
     ``io.write_parquet`` (so with its hash record)."""
-    from momentum_ntk import model, train
+    from momentum_ntk import loop, model
 
     rng = np.random.default_rng(0)
     X = rng.standard_normal((80, 784))
     X /= np.linalg.norm(X, axis=1, keepdims=True)
     y = np.where(np.arange(80) < 40, 1.0, -1.0)
     W0, a = model.init_params(784, 64, 0)
-    df = train.train(X, y, W0, a, method="nag", eta=0.5, beta=0.9, steps=steps, gram_every=10, dtype="float64")
+    df = loop.train(X, y, W0, a, method="nag", eta=0.5, beta=0.9, steps=steps, gram_every=10, dtype="float64")
     df.attrs = {}
     path = folder / "m64_c10_b0.9_s0.parquet"
     io.write_parquet(path, df)

@@ -6,7 +6,7 @@
 
 One full-batch step of the direct engine costs two GEMMs, 4·n·d·m FLOP (X·W and Xᵀ·G), plus O(n·m + d·m) elementwise
 work that the benchmark's roofline fraction already covers; a pack the row-space engine trains (train.engine, n ≤ d
-under auto) is priced by plan.step_flop(..., "rowspace"), its GEMM plus its passes in GEMM-FLOP equivalents. The script times `momentum_ntk.train.train` itself (float32, TF32 off,
+under auto) is priced by plan.step_flop(..., "rowspace"), its GEMM plus its passes in GEMM-FLOP equivalents. The script times `momentum_ntk.loop.train` itself (float32, TF32 off,
 Gram tracking at the configured cadence) on a mid-size problem, turns that into an effective FLOP rate, and prices
 every dataset's share of the grid: runs, FLOP, device-hours, plus the disk and per-job memory the workflow plans.
 """
@@ -24,7 +24,7 @@ import numpy as np
 import torch
 import yaml
 
-from momentum_ntk import model, plan, train
+from momentum_ntk import loop, model, plan
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -38,11 +38,11 @@ def effective_rate(device: str, n: int, d: int, m: int, steps: int, gram_every: 
     W0, a = model.init_params(d, m, 0)
     kw = dict(method="nag", eta=1e-4, beta=0.9, dtype=torch.float32, device=device, gram_every=gram_every,
               engine="direct")  # fmt: skip
-    train.train(X, y, W0, a, steps=2, **kw)  # warm-up
+    loop.train(X, y, W0, a, steps=2, **kw)  # warm-up
     t0 = time.perf_counter()
-    train.train(X, y, W0, a, steps=0, **kw)
+    loop.train(X, y, W0, a, steps=0, **kw)
     t1 = time.perf_counter()
-    train.train(X, y, W0, a, steps=steps, **kw)
+    loop.train(X, y, W0, a, steps=steps, **kw)
     t2 = time.perf_counter()
     return plan.step_flop(n, d, m) * steps / ((t2 - t1) - (t1 - t0))
 

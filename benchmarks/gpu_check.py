@@ -8,7 +8,7 @@
 
 Parts, at the GPU sizes (the dry run uses n ≤ 300, d = 64 or 784, m ≤ 64 and 10-100 steps):
 
-  accuracy        the same NAG and HB runs (train.train_many; n = 500, d = 784, m = 256, 100 steps, η = 1/(10 λm))
+  accuracy        the same NAG and HB runs (loop.train_many; n = 500, d = 784, m = 256, 100 steps, η = 1/(10 λm))
                   in float32 and float64 on the device against float64 on the CPU: the largest relative difference
                   of the loss, of max_dist (relative to its largest value) and of the tracked λmin(H(t)).
   step_roofline   n = 12,665, d = 784, m ∈ {1000, 8000}, float32, TF32 off: the two bare GEMMs of a step
@@ -21,14 +21,14 @@ Parts, at the GPU sizes (the dry run uses n ≤ 300, d = 64 or 784, m ≤ 64 and
                   call (pack_size = k when train_many has it); per-run time and speed-up k·T(1) / T(k).
   pack_identity   4 runs packed and each alone (n = 500, d = 784, m = 256, 50 steps, float32, H(t) every 10 steps):
                   whether every DataFrame is bit-identical (all columns, NaN equal to NaN) and its attrs equal.
-  rowspace        the row-space engine (train.train_many(engine="rowspace")): NAG and HB in float32 and float64 on
+  rowspace        the row-space engine (loop.train_many(engine="rowspace")): NAG and HB in float32 and float64 on
                   the device against the direct engine's float64 run on the CPU (the accuracy part's sizes and
                   measures); 4 packed runs bit-identical to each alone; and at (n, m) = (64, 8192), (64, 65536),
                   (1000, 8000) one step of each engine ((T(S + 1) − T(1)) / S as in step_roofline, W(0) handed over
                   as X W(0) so the row-space calls do not recompute it), the bare GEMM K·C (n×n·n×m) of its roofline,
                   the speed-up over the direct step, and each engine's peak GPU memory.
-  ntk_eigh        H∞ at n = 12,665 (ntk.ntk_gram, float64, random unit rows of dimension 784) and its full
-                  eigendecomposition by ntk.ntk_spectrum(H, vectors=True, device=...): both times, the peak GPU
+  ntk_eigh        H∞ at n = 12,665 (gram.ntk_gram, float64, random unit rows of dimension 784) and its full
+                  eigendecomposition by gram.ntk_spectrum(H, vectors=True, device=...): both times, the peak GPU
                   memory of the eigh (max_memory_allocated after a reset), the process's peak RSS, and checks (trace
                   against n/2, residual ‖H v − λ v‖ of the extreme pairs).
   job_fixed_cost  `python -m momentum_ntk.train ... --steps 0` end to end on a small npz (several times), and
@@ -184,19 +184,19 @@ def note(msg: str) -> None:
 
 def run_specs(k: int, eta: float) -> list[Any]:
     """k runs alternating NAG and HB with different η (fractions of ``eta``) and β."""
-    from momentum_ntk import train
+    from momentum_ntk import engine
 
     etas, betas = (1.0, 0.5, 0.75, 0.25), (0.99, 0.97, 0.9, 0.95)
-    return [train.RunSpec(("nag", "hb")[i % 2], eta * etas[(i // 2) % 4], betas[i % 4]) for i in range(k)]
+    return [engine.RunSpec(("nag", "hb")[i % 2], eta * etas[(i // 2) % 4], betas[i % 4]) for i in range(k)]
 
 
 def pack_kwargs(k: int) -> dict[str, int]:
     """{"pack_size": k} when train_many takes that keyword (all k runs batched), else {} (it batches all anyway)."""
     import inspect
 
-    from momentum_ntk import train
+    from momentum_ntk import loop
 
-    return {"pack_size": k} if "pack_size" in inspect.signature(train.train_many).parameters else {}
+    return {"pack_size": k} if "pack_size" in inspect.signature(loop.train_many).parameters else {}
 
 
 def engine_kwargs(engine: str | None) -> dict[str, str]:
@@ -205,9 +205,9 @@ def engine_kwargs(engine: str | None) -> dict[str, str]:
     pack_identity sizes (n = 500 < d = 784)."""
     import inspect
 
-    from momentum_ntk import train
+    from momentum_ntk import loop
 
-    has = "engine" in inspect.signature(train.train_many).parameters
+    has = "engine" in inspect.signature(loop.train_many).parameters
     return {"engine": engine} if engine is not None and has else {}
 
 
@@ -221,14 +221,14 @@ def train_step_time(
     """
     import numpy as np
 
-    from momentum_ntk import train
+    from momentum_ntk import loop
 
     rows = np.arange(min(len(y), 256))
 
     def clocked(s: int) -> tuple[float, list[pd.DataFrame]]:
         sync(ctx.device)
         t0 = time.perf_counter()
-        frames = train.train_many(X, y, W0, a, specs, steps=s, gram_every=0, gram_rows=rows, dtype="float32",
+        frames = loop.train_many(X, y, W0, a, specs, steps=s, gram_every=0, gram_rows=rows, dtype="float32",
                                   device=ctx.device, **pack_kwargs(len(specs)), **engine_kwargs(engine))  # fmt: skip
         sync(ctx.device)
         return time.perf_counter() - t0, frames
@@ -392,9 +392,9 @@ def part_env(ctx: Ctx) -> dict[str, Any]:
     """The resolved device, torch and CUDA versions and the GPU's name (CUDA initialised here, in a child)."""
     import torch
 
-    from momentum_ntk import train
+    from momentum_ntk import lease
 
-    device = train.resolve_device(ctx.device)
+    device = lease.resolve_device(ctx.device)
     gpu = torch.cuda.get_device_name(device) if device.startswith("cuda") else None
     info = {
         "device": device,
@@ -413,18 +413,18 @@ def part_accuracy(ctx: Ctx) -> dict[str, Any]:
     """NAG and HB in float32 and float64 on the device against float64 on the CPU (the reference)."""
     import numpy as np
 
-    from momentum_ntk import model, ntk, train
+    from momentum_ntk import engine, gram, loop, model
 
     s = ctx.sizes
     X, y = unit_rows(s.small_n, s.small_d)
     W0, a = model.init_params(s.small_d, s.small_m, 0)
-    consts = ntk.lemma_constants(np.linalg.eigvalsh(ntk.ntk_gram(X)))
-    eta = ntk.learning_rates(consts["lambda_m"], [10])["10"]
-    specs = [train.RunSpec("nag", eta, 0.9), train.RunSpec("hb", eta, 0.9)]
+    consts = gram.lemma_constants(np.linalg.eigvalsh(gram.ntk_gram(X)))
+    eta = gram.learning_rates(consts["lambda_m"], [10])["10"]
+    specs = [engine.RunSpec("nag", eta, 0.9), engine.RunSpec("hb", eta, 0.9)]
     gram_every = max(1, s.small_steps // 10)
 
     def run(device: str, dtype: str) -> list[pd.DataFrame]:
-        return train.train_many(X, y, W0, a, specs, steps=s.small_steps, gram_every=gram_every, dtype=dtype,
+        return loop.train_many(X, y, W0, a, specs, steps=s.small_steps, gram_every=gram_every, dtype=dtype,
                                 device=device, **engine_kwargs("direct"))  # fmt: skip
 
     ref = run("cpu", "float64")
@@ -447,17 +447,17 @@ def part_accuracy(ctx: Ctx) -> dict[str, Any]:
 
 def part_step_roofline(ctx: Ctx) -> dict[str, Any]:
     """Per width: the two bare GEMMs against one train_many step, both in ms and TFLOP/s, and their ratio."""
-    from momentum_ntk import model, train
+    from momentum_ntk import devices, engine, model
 
     s = ctx.sizes
-    train.strict_float32()
+    devices.strict_float32()
     X, y = unit_rows(s.big_n, s.big_d)
     rows = []
     for m in s.widths:
         W0, a = model.init_params(s.big_d, m, 0)
         t_gemm = gemm_time(X, W0, ctx.device, s.gemm_reps)
         note(f"step_roofline m={m}: two GEMMs {1e3 * t_gemm:.3f} ms")
-        specs = [train.RunSpec("nag", 0.1 / s.big_n, 0.99)]
+        specs = [engine.RunSpec("nag", 0.1 / s.big_n, 0.99)]
         t_step, diverged = train_step_time(X, y, W0, a, specs, ctx, s.step_steps, s.step_reps, "direct")
         flop = 4 * s.big_n * s.big_d * m
         rows.append({
@@ -510,7 +510,7 @@ def part_pack_speedup(ctx: Ctx) -> dict[str, Any]:
 
 def part_pack_identity(ctx: Ctx) -> dict[str, Any]:
     """Whether 4 runs trained in one pack give exactly the frames of the same runs trained one at a time."""
-    from momentum_ntk import model, train
+    from momentum_ntk import loop, model
 
     s = ctx.sizes
     X, y = unit_rows(s.small_n, s.small_d, seed=1)
@@ -518,8 +518,8 @@ def part_pack_identity(ctx: Ctx) -> dict[str, Any]:
     specs = run_specs(4, 0.1 / s.small_n)
     kw = dict(steps=s.identity_steps, gram_every=s.identity_gram_every, dtype="float32", device=ctx.device,
               **engine_kwargs("direct"))
-    packed = train.train_many(X, y, W0, a, specs, **kw, **pack_kwargs(len(specs)))
-    alone = [train.train_many(X, y, W0, a, [sp], **kw)[0] for sp in specs]
+    packed = loop.train_many(X, y, W0, a, specs, **kw, **pack_kwargs(len(specs)))
+    alone = [loop.train_many(X, y, W0, a, [sp], **kw)[0] for sp in specs]
     runs = [
         {"method": sp.method, "eta": sp.eta, "beta": sp.beta, "identical": frames_identical(p, q),
          "attrs_equal": p.attrs == q.attrs, "loss_max_abs_diff": float((p["loss"] - q["loss"]).abs().max())}
@@ -537,22 +537,22 @@ def part_rowspace(ctx: Ctx) -> dict[str, Any]:
     import numpy as np
     import torch
 
-    from momentum_ntk import model, ntk, train
+    from momentum_ntk import devices, engine, gram, loop, model
 
     s = ctx.sizes
-    train.strict_float32()
+    devices.strict_float32()
     # accuracy, as the accuracy part measures it
     X, y = unit_rows(s.small_n, s.small_d)
     W0, a = model.init_params(s.small_d, s.small_m, 0)
-    consts = ntk.lemma_constants(np.linalg.eigvalsh(ntk.ntk_gram(X)))
-    eta = ntk.learning_rates(consts["lambda_m"], [10])["10"]
-    specs = [train.RunSpec("nag", eta, 0.9), train.RunSpec("hb", eta, 0.9)]
+    consts = gram.lemma_constants(np.linalg.eigvalsh(gram.ntk_gram(X)))
+    eta = gram.learning_rates(consts["lambda_m"], [10])["10"]
+    specs = [engine.RunSpec("nag", eta, 0.9), engine.RunSpec("hb", eta, 0.9)]
     gram_every = max(1, s.small_steps // 10)
     kw = dict(steps=s.small_steps, gram_every=gram_every)
-    ref = train.train_many(X, y, W0, a, specs, **kw, dtype="float64", device="cpu", engine="direct")
+    ref = loop.train_many(X, y, W0, a, specs, **kw, dtype="float64", device="cpu", engine="direct")
     accuracy = {}
     for dtype in ("float32", "float64"):
-        got = train.train_many(X, y, W0, a, specs, **kw, dtype=dtype, device=ctx.device, engine="rowspace")
+        got = loop.train_many(X, y, W0, a, specs, **kw, dtype=dtype, device=ctx.device, engine="rowspace")
         accuracy[dtype] = compare_runs(ref, got) | {"engine": got[0].attrs.get("engine")}
         note(f"rowspace accuracy {ctx.device} {dtype}: {accuracy[dtype]}")
     # packed vs alone
@@ -561,8 +561,8 @@ def part_rowspace(ctx: Ctx) -> dict[str, Any]:
     ispecs = run_specs(4, 0.1 / s.small_n)
     ikw = dict(steps=s.identity_steps, gram_every=s.identity_gram_every, dtype="float32", device=ctx.device,
                engine="rowspace")  # fmt: skip
-    packed = train.train_many(Xi, yi, Wi, ai, ispecs, **ikw, pack_size=len(ispecs))
-    alone = [train.train_many(Xi, yi, Wi, ai, [sp], **ikw)[0] for sp in ispecs]
+    packed = loop.train_many(Xi, yi, Wi, ai, ispecs, **ikw, pack_size=len(ispecs))
+    alone = [loop.train_many(Xi, yi, Wi, ai, [sp], **ikw)[0] for sp in ispecs]
     identical = all(frames_identical(p, q) and p.attrs == q.attrs for p, q in zip(packed, alone))
     note(f"rowspace pack identity: {identical}")
     # step times
@@ -571,7 +571,7 @@ def part_rowspace(ctx: Ctx) -> dict[str, Any]:
         Xs, ys = unit_rows(n, s.big_d)
         W0s, a_s = model.init_params(s.big_d, m, 0)
         pre = model.preactivations(Xs, W0s)
-        nag = [train.RunSpec("nag", 0.1 / n, 0.99)]
+        nag = [engine.RunSpec("nag", 0.1 / n, 0.99)]
         row = {"n": n, "d": s.big_d, "m": m}
         for engine, w in (("direct", W0s), ("rowspace", pre)):
             if ctx.cuda:
@@ -611,22 +611,22 @@ def part_ntk_eigh(ctx: Ctx) -> dict[str, Any]:
     import numpy as np
     import torch
 
-    from momentum_ntk import ntk
+    from momentum_ntk import gram, ntk
 
     s = ctx.sizes
     X, _ = unit_rows(s.ntk_n, s.ntk_d, seed=2)
     rss_before = rss_mb()
     t0 = time.perf_counter()
-    H = ntk.ntk_gram(X)
+    H = gram.ntk_gram(X)
     t_gram = time.perf_counter() - t0
     note(f"ntk_eigh: H∞ ({s.ntk_n}, {s.ntk_n}) built in {t_gram:.2f} s, peak RSS {ntk.peak_rss_mb():.0f} MiB")
-    ntk.ntk_spectrum(ntk.ntk_gram(X[:64]), vectors=True, device=ctx.device)  # load the solver (cuSOLVER) first
+    gram.ntk_spectrum(gram.ntk_gram(X[:64]), vectors=True, device=ctx.device)  # load the solver (cuSOLVER) first
     if ctx.cuda:
         sync(ctx.device)
         torch.cuda.reset_peak_memory_stats(ctx.device)
     gpu_base = torch.cuda.memory_allocated(ctx.device) if ctx.cuda else 0
     t0 = time.perf_counter()
-    w, V = ntk.ntk_spectrum(H, vectors=True, device=ctx.device)
+    w, V = gram.ntk_spectrum(H, vectors=True, device=ctx.device)
     t_eigh = time.perf_counter() - t0
     note(f"ntk_eigh: eigh on {ctx.device} in {t_eigh:.2f} s")
     gpu_peak = (torch.cuda.max_memory_allocated(ctx.device) - gpu_base) / 2**30 if ctx.cuda else None
@@ -854,9 +854,9 @@ def child_main(args: argparse.Namespace) -> int:
     ctx = Ctx(device=args.device, dry_run=args.dry_run, sizes=sizes, scratch=Path(args.scratch),
               limit_s=args.limit_s)  # fmt: skip
     if args.part != "env":
-        from momentum_ntk import train
+        from momentum_ntk import lease
 
-        ctx = replace(ctx, device=train.resolve_device(ctx.device))
+        ctx = replace(ctx, device=lease.resolve_device(ctx.device))
     result = PARTS[args.part][1](ctx)
     Path(args.part_out).write_text(json.dumps(jsonable(result), indent=1))
     return 0

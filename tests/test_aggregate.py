@@ -18,7 +18,7 @@ import pytest
 from momentum_ntk import aggregate
 from momentum_ntk.rates import fit_linear_rate, width_exponents
 from momentum_ntk.tables import RUN_SCHEMA, SORT_KEYS
-from momentum_ntk.errors import cli
+from momentum_ntk.entry import cli
 
 
 def write_run(root: Path, *, dataset: str = "toy", method: str = "hb", width: int = 100, eta_divisor: int = 10,

@@ -19,7 +19,7 @@ from momentum_ntk import claims
 from momentum_ntk.records import theory_row
 from momentum_ntk.aggregate import runs_to_arrow, summarize
 from momentum_ntk.claims import FAILS, HOLDS, INCONCLUSIVE
-from momentum_ntk.errors import cli
+from momentum_ntk.entry import cli
 
 Curve = Callable[[np.ndarray, int], np.ndarray]
 

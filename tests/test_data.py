@@ -25,7 +25,8 @@ import numpy as np
 import pytest
 
 from momentum_ntk import binarize, datasets, fetch
-from momentum_ntk.errors import UserError, cli
+from momentum_ntk.entry import cli
+from momentum_ntk.errors import UserError
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import yaml
 
-from momentum_ntk import aggregate, claims, defaults, ntk, theory, theory_report, train
+from momentum_ntk import aggregate, claims, defaults, loop, ntk, theory, theory_report, train
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -37,7 +37,7 @@ def test_stage_clis_and_library_use_them():
                       ("--device", "train.device"), ("--divergence-factor", "train.divergence_factor"),
                       ("--engine", "train.engine")]:  # fmt: skip
         assert cli_default(p, flag) == schema_default(key), flag
-    for fn in (train.train_many, train.train):
+    for fn in (loop.train_many, loop.train):
         sig = inspect.signature(fn)
         assert sig.parameters["engine"].default == schema_default("train.engine")
         assert sig.parameters["gram_every"].default == schema_default("train.gram_every")

@@ -18,7 +18,7 @@ import pytest
 
 from momentum_ntk import dynamics, figures, methods
 from momentum_ntk.aggregate import runs_to_arrow, summarize
-from momentum_ntk.errors import cli
+from momentum_ntk.entry import cli
 
 STEPS = 80
 

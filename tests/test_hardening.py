@@ -251,7 +251,8 @@ def test_write_error_is_a_clean_cli_error(tmp_path, capsys, monkeypatch):
     """A stage that hits ENOSPC anywhere exits 2 with one line naming the file and the recovery command."""
     import errno
 
-    from momentum_ntk import errors, io
+    from momentum_ntk import io
+    from momentum_ntk.entry import cli
 
     monkeypatch.chdir(tmp_path)
 
@@ -259,7 +260,7 @@ def test_write_error_is_a_clean_cli_error(tmp_path, capsys, monkeypatch):
         with io.atomic_path(tmp_path / "out.parquet") as tmp:
             raise OSError(errno.ENOSPC, "No space left on device")
 
-    assert errors.cli(main, []) == 2
+    assert cli(main, []) == 2
     err = capsys.readouterr().err
     assert "Traceback" not in err and f"error: {tmp_path / 'out.parquet'}: cannot write it, no space left" in err
     assert "`snakemake` (with the --configfile you ran with)" in err
@@ -268,7 +269,7 @@ def test_write_error_is_a_clean_cli_error(tmp_path, capsys, monkeypatch):
     def arrow(argv):
         raise OSError("IOError: [errno 28] Error writing bytes to file. Detail: No space left on device")
 
-    assert errors.cli(arrow, []) == 2 and "no space left on device" in capsys.readouterr().err
+    assert cli(arrow, []) == 2 and "no space left on device" in capsys.readouterr().err
 
 
 # --- row 11: the device error names the config key, the torch build and the install fix -----------------------------

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from momentum_ntk import aggregate, figures, methods, theory, theory_report, train
+from momentum_ntk import aggregate, engine, figures, methods, theory, theory_report, train
 from momentum_ntk.errors import UserError
 from momentum_ntk.methods import Method
 
@@ -68,7 +68,7 @@ def test_an_unknown_method_raises(call):
 
 def test_an_unknown_method_stops_training():
     with pytest.raises(UserError, match="'adam' is not one of hb, nag, gd"):
-        train.RunSpec.of({"method": "adam", "eta": 0.1, "beta": 0.9})
+        engine.RunSpec.of({"method": "adam", "eta": 0.1, "beta": 0.9})
     with pytest.raises(SystemExit):
         train.build_parser().parse_args(["--data", "x", "--dataset", "d", "--width", "4", "--method", "adam",
                                          "--out", "o", "--meta", "m"])  # fmt: skip

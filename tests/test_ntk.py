@@ -16,8 +16,8 @@ import scipy.integrate
 import scipy.stats
 import torch
 
-from momentum_ntk import ntk
-from momentum_ntk.errors import cli
+from momentum_ntk import gram, ntk
+from momentum_ntk.entry import cli
 from momentum_ntk.model import init_params
 
 CONTRACT_KEYS = {
@@ -48,7 +48,7 @@ def test_gram_matches_per_pair_angle_formula():
     X[3] = -X[2]  # antipodal pair: θ = π, H∞ = 0
     X[5] = X[4] + 1e-3 * X[6]
     X[5] /= np.linalg.norm(X[5])  # near-parallel pair
-    H = ntk.ntk_gram(X)
+    H = gram.ntk_gram(X)
     ref = np.array([[h_inf_pair(xi, xj) for xj in X] for xi in X])
     # arccos(c) near c = 1 − δ amplifies the dot product's rounding ε by 1/√(2δ): ~1e-13 for the near-parallel pair
     np.testing.assert_allclose(H, ref, rtol=0, atol=1e-13)
@@ -60,7 +60,7 @@ def test_gram_matches_per_pair_angle_formula():
 def test_gram_matches_gaussian_orthant_probability():
     """P(wᵀx_i ≥ 0, wᵀx_j ≥ 0) from scipy's bivariate normal CDF (Genz), with correlation ρ = x_iᵀx_j."""
     X = unit_rows(5, 6, seed=2)
-    H = ntk.ntk_gram(X)
+    H = gram.ntk_gram(X)
     for i in range(5):
         for j in range(i + 1, 5):
             rho = float(X[i] @ X[j])
@@ -72,7 +72,7 @@ def test_gram_matches_quadrature_in_two_dimensions():
     """In R², w/‖w‖ is uniform on the circle, so the expectation is a 1-D integral over w's direction φ."""
     angles = np.array([0.0, 0.4, 1.3, 2.9, 4.0])
     X = np.stack([np.cos(angles), np.sin(angles)], axis=1)
-    H = ntk.ntk_gram(X)
+    H = gram.ntk_gram(X)
     for i in range(len(X)):
         for j in range(len(X)):
 
@@ -95,22 +95,22 @@ def test_gram_matches_monte_carlo_finite_width():
     G = X @ X.T
     H_mc = G * p_hat
     se = np.abs(G) * np.sqrt(np.maximum(p_hat * (1 - p_hat), 1e-12) / m)
-    H = ntk.ntk_gram(X)
+    H = gram.ntk_gram(X)
     assert np.all(np.abs(H - H_mc) <= 5 * se + 1e-12), np.max(np.abs(H - H_mc) / (se + 1e-300))
 
 
 def test_gram_blocked_equals_unblocked_and_is_exactly_symmetric():
     X = unit_rows(53, 7, seed=4)
-    full = ntk.ntk_gram(X, block_rows=10_000)
+    full = gram.ntk_gram(X, block_rows=10_000)
     for block in (1, 8, 17, 52):
-        H = ntk.ntk_gram(X, block_rows=block)
+        H = gram.ntk_gram(X, block_rows=block)
         np.testing.assert_allclose(H, full, rtol=0, atol=1e-15)
         assert np.array_equal(H, H.T)
 
 
 def test_gram_is_psd_with_half_diagonal():
     X = unit_rows(60, 5, seed=5)
-    H = ntk.ntk_gram(X)
+    H = gram.ntk_gram(X)
     np.testing.assert_allclose(np.diag(H), 0.5, rtol=0, atol=1e-15)  # ‖x_i‖² is 1 to a few ulps
     assert np.trace(H) == pytest.approx(60 / 2, abs=1e-12)
     assert np.linalg.eigvalsh(H)[0] > 0  # Lemma 1: no parallel rows
@@ -119,10 +119,10 @@ def test_gram_is_psd_with_half_diagonal():
 def test_gram_handles_non_unit_rows_by_angle():
     X = unit_rows(8, 3, seed=6)
     scale = np.linspace(0.5, 3.0, 8)
-    H = ntk.ntk_gram(X * scale[:, None])
-    np.testing.assert_allclose(H, ntk.ntk_gram(X) * np.outer(scale, scale), rtol=1e-13, atol=1e-15)
+    H = gram.ntk_gram(X * scale[:, None])
+    np.testing.assert_allclose(H, gram.ntk_gram(X) * np.outer(scale, scale), rtol=1e-13, atol=1e-15)
     with pytest.raises(ValueError, match="zero rows"):
-        ntk.ntk_gram(np.zeros((2, 3)))
+        gram.ntk_gram(np.zeros((2, 3)))
 
 
 def test_max_offdiag_cosine_matches_brute_force():
@@ -130,7 +130,7 @@ def test_max_offdiag_cosine_matches_brute_force():
     C = X @ X.T
     np.fill_diagonal(C, -np.inf)
     i, j = np.unravel_index(np.argmax(C), C.shape)
-    cos, a, b = ntk.max_offdiag_cosine(X, block_rows=5)
+    cos, a, b = gram.max_offdiag_cosine(X, block_rows=5)
     assert cos == pytest.approx(C[i, j], abs=1e-15)
     assert {a, b} == {int(i), int(j)} and a < b
 
@@ -140,37 +140,37 @@ def test_max_offdiag_cosine_matches_brute_force():
 # ---------------------------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("driver", ntk.EIGH_DRIVERS)
+@pytest.mark.parametrize("driver", gram.EIGH_DRIVERS)
 def test_spectrum_against_numpy(driver):
     X = unit_rows(40, 6, seed=9)
-    H = ntk.ntk_gram(X)
+    H = gram.ntk_gram(X)
     ref = np.linalg.eigvalsh(H)
-    w, V = ntk.ntk_spectrum(H.copy(), vectors=True, driver=driver, overwrite=True)
+    w, V = gram.ntk_spectrum(H.copy(), vectors=True, driver=driver, overwrite=True)
     np.testing.assert_allclose(w, ref, rtol=0, atol=1e-12)
     np.testing.assert_allclose(H @ V, V * w, atol=1e-12)
     np.testing.assert_allclose(V.T @ V, np.eye(40), atol=1e-12)
-    w_only, none = ntk.ntk_spectrum(H.copy(), vectors=False, driver=driver)
+    w_only, none = gram.ntk_spectrum(H.copy(), vectors=False, driver=driver)
     assert none is None
     np.testing.assert_allclose(w_only, ref, rtol=0, atol=1e-12)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_spectrum_on_cuda_matches_cpu():
-    H = ntk.ntk_gram(unit_rows(64, 5, seed=10))
-    w, V = ntk.ntk_spectrum(H, vectors=True, device="cuda")
+    H = gram.ntk_gram(unit_rows(64, 5, seed=10))
+    w, V = gram.ntk_spectrum(H, vectors=True, device="cuda")
     np.testing.assert_allclose(w, np.linalg.eigvalsh(H), atol=1e-12)
     np.testing.assert_allclose(H @ V, V * w, atol=1e-12)
 
 
 def test_lemma_constants_and_learning_rates():
     X = unit_rows(30, 5, seed=11)
-    ref = np.linalg.eigvalsh(ntk.ntk_gram(X))
-    c = ntk.lemma_constants(ntk.ntk_spectrum(ntk.ntk_gram(X), vectors=False)[0])
+    ref = np.linalg.eigvalsh(gram.ntk_gram(X))
+    c = gram.lemma_constants(gram.ntk_spectrum(gram.ntk_gram(X), vectors=False)[0])
     assert c["lambda0"] == pytest.approx(ref[0], rel=1e-10)
     assert c["lambda_max"] == pytest.approx(ref[-1], rel=1e-12)
     assert c["lambda_m"] == pytest.approx(ref[-1] + ref[0] / 4, rel=1e-12)
     assert c["kappa"] == pytest.approx((ref[-1] + ref[0] / 4) / (ref[0] / 2), rel=1e-10)
-    eta = ntk.learning_rates(c["lambda_m"], [10, 20])
+    eta = gram.learning_rates(c["lambda_m"], [10, 20])
     assert set(eta) == {"10", "20"}
     assert eta["10"] * 10 * c["lambda_m"] == pytest.approx(1.0)
     assert eta["20"] == pytest.approx(eta["10"] / 2)
@@ -182,26 +182,17 @@ def test_lemma_constants_and_learning_rates():
 
 
 def test_subsample_rows():
-    np.testing.assert_array_equal(ntk.subsample_rows(5, 10, seed=0), np.arange(5))
-    r = ntk.subsample_rows(100, 30, seed=3)
+    np.testing.assert_array_equal(gram.subsample_rows(5, 10, seed=0), np.arange(5))
+    r = gram.subsample_rows(100, 30, seed=3)
     assert r.dtype == np.int64 and len(np.unique(r)) == 30 and np.all(np.diff(r) > 0) and r.max() < 100
-    np.testing.assert_array_equal(r, ntk.subsample_rows(100, 30, seed=3))
-    assert not np.array_equal(r, ntk.subsample_rows(100, 30, seed=4))
-
-
-def test_subsample_rows_match_train_gram_rows():
-    """Lemma 2 rows = the train stage's Gram-tracking rows for the same (seed, max_n), so λ0_rows agree."""
-    train = pytest.importorskip("momentum_ntk.train")
-    if not hasattr(train, "gram_rows_subset"):
-        pytest.skip("train.gram_rows_subset not present")
-    for n, max_n, seed in [(100, 30, 0), (12_000, 2000, 3), (5, 10, 1)]:
-        np.testing.assert_array_equal(ntk.subsample_rows(n, max_n, seed), train.gram_rows_subset(n, max_n, seed))
+    np.testing.assert_array_equal(r, gram.subsample_rows(100, 30, seed=3))
+    assert not np.array_equal(r, gram.subsample_rows(100, 30, seed=4))
 
 
 def test_finite_width_gap_against_direct_numpy():
     X = unit_rows(40, 5, seed=12)
-    df = ntk.finite_width_gap(X, [100, 20_000], seed=2, max_n=25)
-    rows = ntk.subsample_rows(40, 25, seed=2)
+    df = gram.finite_width_gap(X, [100, 20_000], seed=2, max_n=25)
+    rows = gram.subsample_rows(40, 25, seed=2)
     Xr = X[rows]
     C = np.clip(Xr @ Xr.T, -1, 1)
     H_inf = np.array([[h_inf_pair(a, b) for b in Xr] for a in Xr])
@@ -296,7 +287,7 @@ def test_cli_gram_rows_lambda0_matches_the_lemma2_rows(tmp_path):
     gap = pd.read_parquet(out["gap"])
     assert (rec["max_n"], rec["seed"], rec["n"]) == (30, 0, 40)
     assert rec["lambda0"] == pytest.approx(gap["lambda0_rows"].iloc[0], rel=1e-9)
-    rows = ntk.subsample_rows(40, 30, 0)
+    rows = gram.subsample_rows(40, 30, 0)
     C = np.clip(X[rows] @ X[rows].T, -1, 1)
     assert rec["lambda0"] == pytest.approx(np.linalg.eigvalsh(C * (np.pi - np.arccos(C)) / (2 * np.pi))[0], rel=1e-6)
 

@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from momentum_ntk import claims, readme_results
-from momentum_ntk.errors import UserError, cli
+from momentum_ntk.entry import cli
+from momentum_ntk.errors import UserError
 
 ROOT = Path(__file__).resolve().parents[1]
 CLAIMS = ROOT / "docs" / "claims-quick.json"

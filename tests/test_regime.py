@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 
 from momentum_ntk import regime
-from momentum_ntk.errors import cli
+from momentum_ntk.entry import cli
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -21,7 +21,7 @@ import pytest
 import torch
 from test_train import pack_cli, ref_trajectory, rel
 
-from momentum_ntk import model, plan, rowspace, train
+from momentum_ntk import engine, loop, model, plan, rowspace, train
 
 ROOT = Path(__file__).resolve().parents[1]
 N, M = 48, 53  # n < d (K = X Xᵀ invertible) and n > d (K singular: C has a null-space part that moves nothing)
@@ -71,7 +71,7 @@ def max_rel(a: pd.Series, b: pd.Series) -> float:
 
 
 RUNS = [("gd", 0.0), ("hb", 0.9), ("nag", 0.9)]
-TRAJ = [c for c in train.COLUMNS if c.startswith("traj_err")]  # the trajectory errors e(k), read from p.f only
+TRAJ = [c for c in engine.COLUMNS if c.startswith("traj_err")]  # the trajectory errors e(k), read from p.f only
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -81,8 +81,8 @@ TRAJ = [c for c in train.COLUMNS if c.startswith("traj_err")]  # the trajectory 
 def test_float64_equals_direct_engine_and_reference(problem, method, beta):
     X, y, W0, a, eta = problem
     kw = dict(method=method, eta=eta, beta=beta, steps=60, gram_every=10, dtype="float64")
-    direct = train.train(X, y, W0, a, engine="direct", **kw)
-    row = train.train(X, y, W0, a, engine="rowspace", **kw)
+    direct = loop.train(X, y, W0, a, engine="direct", **kw)
+    row = loop.train(X, y, W0, a, engine="rowspace", **kw)
     same_attrs(row.attrs, direct.attrs)
     assert direct.attrs["engine"] == "direct"
     assert list(row.columns) == list(direct.columns) and row["step"].equals(direct["step"])
@@ -99,18 +99,18 @@ def test_float64_equals_direct_engine_and_reference(problem, method, beta):
 
 
 def test_step_interface_holds_residuals_and_the_row_space_weights(problem):
-    """After train.forward, p.f holds r = f(W(t)) − y (k, n, 1) for every run, as in the direct engine (the contract
+    """After engine.forward, p.f holds r = f(W(t)) − y (k, n, 1) for every run, as in the direct engine (the contract
     per-step trackers read); W(0) + Xᵀ C(t) is the direct engine's W(t), step by step, for a pack of all methods."""
     X, y, W0, a, eta = problem
-    specs = [train.RunSpec(mth, eta, b) for mth, b in RUNS] + [train.RunSpec("nag", eta / 3, 0.5)]
-    sh = train.shared_state(X, y, W0, a, dtype="float64", device="cpu")
-    p = train.new_pack(sh, specs)
+    specs = [engine.RunSpec(mth, eta, b) for mth, b in RUNS] + [engine.RunSpec("nag", eta / 3, 0.5)]
+    sh = engine.shared_state(X, y, W0, a, dtype="float64", device="cpu")
+    p = engine.new_pack(sh, specs)
     rsh = rowspace.row_shared_state(X, y, W0, a, dtype="float64", device="cpu")
     rp = rowspace.new_pack(rsh, specs)
     Xt = torch.tensor(X)
     for t in range(25):
-        m_direct, _ = train.forward(sh, p)
-        m_row, _ = train.forward(rsh, rp)
+        m_direct, _ = engine.forward(sh, p)
+        m_row, _ = engine.forward(rsh, rp)
         assert rp.f.shape == p.f.shape == (len(specs), len(y), 1)
         f = torch.relu(Xt @ (torch.tensor(W0) + Xt.T @ rp.C)) @ torch.tensor(a) / np.sqrt(M)  # from C alone
         torch.testing.assert_close(rp.f[:, :, 0], f - torch.tensor(y), rtol=0, atol=1e-13)
@@ -118,8 +118,8 @@ def test_step_interface_holds_residuals_and_the_row_space_weights(problem):
         torch.testing.assert_close(m_row, m_direct, rtol=EXACT, atol=1e-300)
         W_row = torch.tensor(W0) + Xt.T @ rp.C
         torch.testing.assert_close(W_row, p.W, rtol=0, atol=1e-13 * float(p.W.abs().max()))
-        train.update(sh, p, t)
-        train.update(rsh, rp, t)
+        engine.update(sh, p, t)
+        engine.update(rsh, rp, t)
 
 
 def test_divergence_at_the_same_step_and_packed_equals_alone():
@@ -135,8 +135,8 @@ def test_divergence_at_the_same_step_and_packed_equals_alone():
         {"method": "nag", "eta": eta * 14, "beta": 0.9},  # and at yet another step
     ]
     kw = dict(steps=50, gram_every=5, gram_rows=np.arange(0, N, 3), divergence_factor=1e3)
-    direct = train.train_many(X, y, W0, a, runs, **kw, dtype="float64", engine="direct")
-    row = train.train_many(X, y, W0, a, runs, **kw, dtype="float64", engine="rowspace", sync_every=7)
+    direct = loop.train_many(X, y, W0, a, runs, **kw, dtype="float64", engine="direct")
+    row = loop.train_many(X, y, W0, a, runs, **kw, dtype="float64", engine="rowspace", sync_every=7)
     steps = [df.attrs["diverged_step"] for df in direct]
     assert steps[0] is None and steps[2] is None and None not in steps[3:] and len(set(steps[1::2] + steps[4:])) == 4
     for r, d_ in zip(row, direct, strict=True):
@@ -146,9 +146,9 @@ def test_divergence_at_the_same_step_and_packed_equals_alone():
         for col in TRAJ:
             assert np.max(np.abs(r[col] - d_[col])) <= EXACT, col
     for dtype in ("float64", "float32"):
-        packed = train.train_many(X, y, W0, a, runs, **kw, dtype=dtype, engine="rowspace", sync_every=4)
+        packed = loop.train_many(X, y, W0, a, runs, **kw, dtype=dtype, engine="rowspace", sync_every=4)
         for run, df in zip(runs, packed, strict=True):
-            alone = train.train_many(X, y, W0, a, [run], **kw, dtype=dtype, engine="rowspace", sync_every=1)[0]
+            alone = loop.train_many(X, y, W0, a, [run], **kw, dtype=dtype, engine="rowspace", sync_every=1)[0]
             pd.testing.assert_frame_equal(df, alone, check_exact=True)
             assert df.attrs == alone.attrs
 
@@ -172,8 +172,8 @@ def test_float32_agrees_with_direct_engine(problem, method, beta):
     activation patterns at every tracked step); the float32 runs differ from the float64 one (not vacuous)."""
     X, y, W0, a, eta = problem
     kw = dict(method=method, eta=eta, beta=beta, steps=100, gram_every=10)
-    ref = train.train(X, y, W0, a, dtype="float64", engine="direct", **kw)
-    direct, row = (train.train(X, y, W0, a, dtype="float32", engine=e, **kw) for e in ("direct", "rowspace"))
+    ref = loop.train(X, y, W0, a, dtype="float64", engine="direct", **kw)
+    direct, row = (loop.train(X, y, W0, a, dtype="float32", engine=e, **kw) for e in ("direct", "rowspace"))
     for df in (direct, row):
         assert df.attrs["steps_done"] == 100 and df["pattern_changed"].equals(ref["pattern_changed"])
     errors = {"row vs direct": f32_errors(row, direct), "row": f32_errors(row, ref), "direct": f32_errors(direct, ref)}
@@ -203,14 +203,14 @@ def test_preactivations_train_as_w0(problem):
     row-space engine for it; the direct engine refuses it."""
     X, y, W0, a, eta = problem
     kw = dict(method="nag", eta=eta, beta=0.9, steps=20, gram_every=5, dtype="float32")
-    want = train.train(X, y, W0, a, engine="rowspace", **kw)
-    got = train.train(X, y, model.preactivations(X, W0), a, engine="auto", **kw)
+    want = loop.train(X, y, W0, a, engine="rowspace", **kw)
+    got = loop.train(X, y, model.preactivations(X, W0), a, engine="auto", **kw)
     pd.testing.assert_frame_equal(got, want, check_exact=True)
     assert got.attrs["engine"] == "rowspace"
     with pytest.raises(train.UserError, match="direct engine needs W"):
-        train.train(X, y, model.preactivations(X, W0), a, engine="direct", **kw)
+        loop.train(X, y, model.preactivations(X, W0), a, engine="direct", **kw)
     with pytest.raises(train.UserError, match="train.engine"):
-        train.train(X, y, W0, a, engine="fast", **kw)
+        loop.train(X, y, W0, a, engine="fast", **kw)
 
 
 def test_init_preactivations_holds_no_d_by_m_array():
@@ -233,7 +233,7 @@ def test_init_preactivations_holds_no_d_by_m_array():
 MEMORY_PROBE = textwrap.dedent(
     """
     import numpy as np, torch
-    from momentum_ntk import model, train
+    from momentum_ntk import loop, model
     torch.set_num_threads(1)
     n, d, m = 64, 784, 2**17
     rng = np.random.default_rng(0)
@@ -241,7 +241,7 @@ MEMORY_PROBE = textwrap.dedent(
     y = np.where(rng.random(n) < 0.5, 1.0, -1.0)
     pre, a = model.Preactivations(rng.standard_normal((n, m))), np.where(rng.random(m) < 0.5, 1.0, -1.0)
     small = model.Preactivations(pre.Z0[:, :8].copy())
-    train.train(X, y, small, a[:8], method="nag", eta=1e-3, beta=0.9, steps=1)  # torch's and MKL's start-up first
+    loop.train(X, y, small, a[:8], method="nag", eta=1e-3, beta=0.9, steps=1)  # torch's and MKL's start-up first
 
     def status(key):
         with open("/proc/self/status") as fh:
@@ -250,7 +250,7 @@ MEMORY_PROBE = textwrap.dedent(
     with open("/proc/self/clear_refs", "w") as fh:  # the peak RSS (VmHWM) restarts from the current RSS
         fh.write("5")
     base = status("VmRSS:")
-    df = train.train(X, y, pre, a, method="nag", eta=0.1, beta=0.9, steps=3, gram_every=1, dtype="float32")
+    df = loop.train(X, y, pre, a, method="nag", eta=0.1, beta=0.9, steps=3, gram_every=1, dtype="float32")
     assert df.attrs["engine"] == "rowspace" and df["loss"].notna().all()
     print(status("VmHWM:") - base)
     """

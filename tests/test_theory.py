@@ -21,6 +21,7 @@ import pytest
 from scipy.integrate import solve_ivp
 
 from momentum_ntk import errors, model
+from momentum_ntk.entry import cli
 from momentum_ntk import theory as th
 
 
@@ -239,7 +240,7 @@ def test_finite_gram_and_projection() -> None:
 
 
 def _max_relerr_h0(X, y, width, method, eta, beta, steps):
-    from momentum_ntk.train import train
+    from momentum_ntk.loop import train
 
     lam, V = np.linalg.eigh(_h_inf(X))
     W0, a = model.init_params(X.shape[1], width, 0)
@@ -300,7 +301,7 @@ def _modes_argv(tmp_path, width, seed, out):
 
 
 def test_cli_modes_and_predict(tmp_path) -> None:
-    from momentum_ntk.train import train
+    from momentum_ntk.loop import train
 
     X, y = _tiny_data(10, 12, seed=5)
     lam, summary = _ntk_files(tmp_path, X, y)
@@ -393,9 +394,9 @@ def test_cli_modes_and_predict(tmp_path) -> None:
     for flag, value in (("--eta-divisor", "10"), ("--beta", "0.5")):
         bad = [*argv]
         bad[bad.index(flag) + 1] = value
-        assert errors.cli(th.main, bad) == errors.EXIT_USER_ERROR
+        assert cli(th.main, bad) == errors.EXIT_USER_ERROR
     np.save(tmp_path / "eigvecs.npy", np.eye(11))
-    assert errors.cli(th.main, _modes_argv(tmp_path, width, seed, tmp_path / "x.parquet")) == errors.EXIT_USER_ERROR
+    assert cli(th.main, _modes_argv(tmp_path, width, seed, tmp_path / "x.parquet")) == errors.EXIT_USER_ERROR
 
 
 @pytest.mark.parametrize("method", ["gd", "hb", "nag"])

@@ -13,7 +13,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from momentum_ntk import compare, errors, records, theory, theory_report
+from momentum_ntk import compare, records, theory, theory_report
+from momentum_ntk.entry import cli
 from momentum_ntk.io import write_json, write_parquet
 
 STEPS = 60
@@ -128,12 +129,12 @@ def test_cli_renders_figures_and_table(preds: list[Path], tmp_path: Path, capsys
     files = [str(p) for p in preds]
     for sub in ("overlay", "width"):
         pdf, png = tmp_path / f"{sub}.pdf", tmp_path / f"{sub}.png"
-        assert errors.cli(theory_report.main, [sub, "--pred", *files, "--pdf", str(pdf), "--png", str(png)]) == 0
+        assert cli(theory_report.main, [sub, "--pred", *files, "--pdf", str(pdf), "--png", str(png)]) == 0
         assert pdf.read_bytes()[:4] == b"%PDF" and _is_png(png)
     assert f"slope={SLOPE:.4g}" in capsys.readouterr().out
 
     md, csv = tmp_path / "rates.md", tmp_path / "rates.csv"
-    assert errors.cli(theory_report.main, ["table", "--pred", *files, "--out-md", str(md), "--out-csv", str(csv)]) == 0
+    assert cli(theory_report.main, ["table", "--pred", *files, "--out-md", str(md), "--out-csv", str(csv)]) == 0
     table = pd.read_csv(csv)
     assert len(table) == 6 and set(table["method"]) == {"hb", "nag"}
     assert table["rate_measured"].to_numpy() == pytest.approx(RATE, rel=1e-6)
@@ -172,7 +173,7 @@ def test_gd_runs_draw_without_ode_or_bound(tmp_path: Path) -> None:
     assert len(gd_axes) == 2 and all(len(ax.get_lines()) == 4 for ax in gd_axes)  # measured, 2 linearized, T
     theory_report.plt.close(fig)
     md, csv = tmp_path / "t.md", tmp_path / "t.csv"
-    assert errors.cli(theory_report.main, ["table", "--pred", *files, "--out-md", str(md), "--out-csv", str(csv)]) == 0
+    assert cli(theory_report.main, ["table", "--pred", *files, "--out-md", str(md), "--out-csv", str(csv)]) == 0
     gd = pd.read_csv(csv).query("method == 'gd'")
     assert gd["rate_theorem"].isna().all() and "| GD | 50 |" in md.read_text()
 
@@ -192,14 +193,14 @@ def test_bad_input_exits_2_naming_the_file(preds: list[Path], tmp_path: Path, ca
     write_parquet(bad_json, prediction_table("hb", 50, 0))
     bad_json.with_suffix(".json").write_text("{")
     for bad in (no_measured, no_record, broken, bad_json, tmp_path / "missing.parquet"):
-        assert errors.cli(theory_report.main, ["overlay", "--pred", str(preds[1]), str(bad), *out]) == 2
+        assert cli(theory_report.main, ["overlay", "--pred", str(preds[1]), str(bad), *out]) == 2
         assert bad.stem in capsys.readouterr().err
-    assert errors.cli(theory_report.main, ["overlay", "--pred", str(preds[1]), str(preds[1]), *out]) == 2
+    assert cli(theory_report.main, ["overlay", "--pred", str(preds[1]), str(preds[1]), *out]) == 2
     assert "twice" in capsys.readouterr().err
     other = write_prediction(tmp_path, "hb", 50, 0, dataset="other")
-    assert errors.cli(theory_report.main, ["width", "--pred", str(preds[1]), str(other), *out]) == 2
+    assert cli(theory_report.main, ["width", "--pred", str(preds[1]), str(other), *out]) == 2
     assert "--dataset" in capsys.readouterr().err
-    assert errors.cli(theory_report.main, ["overlay", "--pred", str(preds[1]), "--seed", "7", *out]) == 2
+    assert cli(theory_report.main, ["overlay", "--pred", str(preds[1]), "--seed", "7", *out]) == 2
     assert not (tmp_path / "x.png").exists()
 
 

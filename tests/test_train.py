@@ -14,8 +14,8 @@ import pandas as pd
 import pytest
 import torch
 
-from momentum_ntk import model, train
-from momentum_ntk.errors import cli
+from momentum_ntk import devices, engine, gram, loop, model, train
+from momentum_ntk.entry import cli
 
 N, D, M = 64, 37, 53  # odd sizes on purpose: per-run slices of packed buffers are not naturally aligned
 
@@ -70,9 +70,9 @@ def rel(a, b):
 @pytest.mark.parametrize("method,beta", [("gd", 0.0), ("hb", 0.9), ("nag", 0.9), ("nag", 0.5)])
 def test_matches_independent_reference_float64(problem, method, beta):
     X, y, W0, a, eta = problem
-    df = train.train(X, y, W0, a, method=method, eta=eta, beta=beta, steps=60, gram_every=0)
+    df = loop.train(X, y, W0, a, method=method, eta=eta, beta=beta, steps=60, gram_every=0)
     losses, dists, _ = ref_trajectory(X, y, W0, a, method, eta, beta, 60)
-    assert list(df.columns) == list(train.COLUMNS)
+    assert list(df.columns) == list(engine.COLUMNS)
     assert df["step"].tolist() == list(range(61)) and df["step"].dtype == np.int64
     assert rel(df["loss"].to_numpy(), losses) < 1e-10
     assert rel(df["max_dist"].to_numpy()[1:], dists[1:]) < 1e-10 and df["max_dist"].iloc[0] == 0.0
@@ -84,10 +84,10 @@ def test_matches_independent_reference_float64(problem, method, beta):
 def test_methods_differ_as_the_paper_says(problem):
     """NAG's gradient correction changes the trajectory; NAG with β = 0 is GD."""
     X, y, W0, a, eta = problem
-    hb = train.train(X, y, W0, a, method="hb", eta=eta, beta=0.9, steps=20)
-    nag = train.train(X, y, W0, a, method="nag", eta=eta, beta=0.9, steps=20)
-    gd = train.train(X, y, W0, a, method="gd", eta=eta, beta=0.9, steps=20)
-    nag0 = train.train(X, y, W0, a, method="nag", eta=eta, beta=0.0, steps=20)
+    hb = loop.train(X, y, W0, a, method="hb", eta=eta, beta=0.9, steps=20)
+    nag = loop.train(X, y, W0, a, method="nag", eta=eta, beta=0.9, steps=20)
+    gd = loop.train(X, y, W0, a, method="gd", eta=eta, beta=0.9, steps=20)
+    nag0 = loop.train(X, y, W0, a, method="nag", eta=eta, beta=0.0, steps=20)
     assert hb["loss"].iloc[1] == nag["loss"].iloc[1]  # first step: both −η g(0)
     assert rel(hb["loss"].to_numpy()[2:], nag["loss"].to_numpy()[2:]) > 1e-6
     pd.testing.assert_frame_equal(gd, nag0, check_exact=True)
@@ -118,7 +118,7 @@ def sgd_trajectory(X, y, W0, a, eta, beta, steps, nesterov):
 @pytest.mark.parametrize("method", ["hb", "nag"])
 def test_matches_torch_sgd(problem, method):
     X, y, W0, a, eta = problem
-    df = train.train(X, y, W0, a, method=method, eta=eta, beta=0.9, steps=40)
+    df = loop.train(X, y, W0, a, method=method, eta=eta, beta=0.9, steps=40)
     losses, dists = sgd_trajectory(X, y, W0, a, eta, 0.9, 40, nesterov=method == "nag")
     assert rel(df["loss"].to_numpy(), losses) < 1e-10
     assert rel(df["max_dist"].to_numpy()[1:], dists[1:]) < 1e-10
@@ -131,7 +131,7 @@ def test_hand_gradient_equals_autograd(problem, dtype):
     W = torch.tensor(W0 + 0.3, dtype=dtype, requires_grad=True)
     loss = 0.5 * ((model.forward(Xt, W, at) - yt) ** 2).sum()
     loss.backward()
-    hand_loss, grad = train.loss_and_grad(Xt, yt, W.detach(), at)
+    hand_loss, grad = engine.loss_and_grad(Xt, yt, W.detach(), at)
     tol = 1e-12 if dtype == torch.float64 else 1e-5
     assert abs(hand_loss - loss.item()) <= tol * abs(loss.item())
     torch.testing.assert_close(grad, W.grad, rtol=tol, atol=tol * W.grad.abs().max().item())
@@ -162,11 +162,11 @@ def test_lagged_metrics_give_the_outputs_of_a_check_every_step(problem, pack_siz
         {"method": "hb", "eta": eta * 12, "beta": 0.9},  # diverges later (step 11)
     ]
     kw = dict(steps=60, gram_every=5, gram_rows=np.arange(0, N, 3), divergence_factor=1e3)
-    ref = [train.train_many(X, y, W0, a, [r], **kw, sync_every=1)[0] for r in runs]
+    ref = [loop.train_many(X, y, W0, a, [r], **kw, sync_every=1)[0] for r in runs]
     steps = [df.attrs["diverged_step"] for df in ref]
     assert steps[0] is None and steps[2] is None and steps[4] is None
     assert all(s is not None for s in steps[1::2]) and len(set(steps[1::2])) > 1  # several divergence steps
-    got = train.train_many(X, y, W0, a, runs, **kw, pack_size=pack_size, sync_every=sync_every)
+    got = loop.train_many(X, y, W0, a, runs, **kw, pack_size=pack_size, sync_every=sync_every)
     _assert_same_runs(got, ref)
 
 
@@ -175,7 +175,7 @@ def test_gram_tracking_matches_an_independent_eigensolve(problem):
     X, y, W0, a, eta = problem
     rows = np.arange(1, N, 2)
     runs = [{"method": "hb", "eta": eta, "beta": 0.9}, {"method": "nag", "eta": eta, "beta": 0.9}]
-    frames = train.train_many(X, y, W0, a, runs, steps=20, gram_every=10, gram_rows=rows, dtype="float64")
+    frames = loop.train_many(X, y, W0, a, runs, steps=20, gram_every=10, gram_rows=rows, dtype="float64")
     for run, df in zip(runs, frames):
         *_, weights = ref_trajectory(X, y, W0, a, run["method"], run["eta"], run["beta"], 20)
         for t in (0, 10, 20):
@@ -197,18 +197,18 @@ def test_packed_equals_single_bit_for_bit(problem, dtype):
         {"method": "nag", "eta": eta / 2, "beta": 0.5},
         {"method": "hb", "eta": eta * 400, "beta": 0.9},  # diverges: the pack shrinks mid-run
     ]
-    packed = train.train_many(X, y, W0, a, runs, steps=30, gram_every=10, dtype=dtype)
+    packed = loop.train_many(X, y, W0, a, runs, steps=30, gram_every=10, dtype=dtype)
     assert packed[-1].attrs["diverged"] and not any(df.attrs["diverged"] for df in packed[:-1])
     for run, df in zip(runs, packed, strict=True):
-        single = train.train(X, y, W0, a, **run, steps=30, gram_every=10, dtype=dtype)
+        single = loop.train(X, y, W0, a, **run, steps=30, gram_every=10, dtype=dtype)
         pd.testing.assert_frame_equal(df, single, check_exact=True)
         assert df.attrs == single.attrs
 
 
 def test_float32_close_to_float64(problem):
     X, y, W0, a, eta = problem
-    d64 = train.train(X, y, W0, a, method="nag", eta=eta, beta=0.9, steps=60, dtype="float64")
-    d32 = train.train(X, y, W0, a, method="nag", eta=eta, beta=0.9, steps=60, dtype="float32")
+    d64 = loop.train(X, y, W0, a, method="nag", eta=eta, beta=0.9, steps=60, dtype="float64")
+    d32 = loop.train(X, y, W0, a, method="nag", eta=eta, beta=0.9, steps=60, dtype="float32")
     assert rel(d32["loss"].to_numpy(), d64["loss"].to_numpy()) < 1e-3
     assert rel(d32["max_dist"].to_numpy()[1:], d64["max_dist"].to_numpy()[1:]) < 1e-3
 
@@ -216,7 +216,7 @@ def test_float32_close_to_float64(problem):
 def test_gram_tracking_equals_direct_eigvalsh(problem):
     X, y, W0, a, eta = problem
     rows = np.array([0, 3, 4, 9, 11, 17, 20, 41, 63])
-    df = train.train(X, y, W0, a, method="hb", eta=eta, beta=0.9, steps=25, gram_every=10, gram_rows=rows)
+    df = loop.train(X, y, W0, a, method="hb", eta=eta, beta=0.9, steps=25, gram_every=10, gram_rows=rows)
     tracked = df["lambda_min_H"].notna().to_numpy()
     assert np.flatnonzero(tracked).tolist() == [0, 10, 20, 25]
     assert df.loc[~tracked, ["lambda_max_H", "pattern_changed"]].isna().all().all()
@@ -250,7 +250,7 @@ def test_the_one_finite_gram_builder_is_exact(problem):
 
 def test_gram_inf_closed_form_is_psd_with_half_diagonal(problem):
     X = problem[0]
-    H = train.gram_inf(X)
+    H = gram.ntk_gram(X)
     np.testing.assert_allclose(np.diag(H), 0.5)
     assert np.linalg.eigvalsh(H)[0] > 0
 
@@ -260,7 +260,7 @@ def test_bad_runs_are_user_errors(problem):
     for kw in ({"method": "adam"}, {"beta": 1.0}, {"eta": -1.0}):
         args = {"method": "hb", "eta": eta, "beta": 0.9} | kw
         with pytest.raises(train.UserError):
-            train.train(X, y, W0, a, **args, steps=2)
+            loop.train(X, y, W0, a, **args, steps=2)
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -302,7 +302,7 @@ def test_cli_same_seed_same_bytes(cli_inputs):
     C = np.clip(X @ X.T, -1, 1)
     assert meta["lambda0_rows"] == pytest.approx(np.linalg.eigvalsh(C * (np.pi - np.arccos(C)) / (2 * np.pi))[0])
     df = pd.read_parquet(cli_inputs / "a.parquet")
-    assert list(df.columns) == list(train.COLUMNS) and len(df) == 31
+    assert list(df.columns) == list(engine.COLUMNS) and len(df) == 31
     assert (df.dtypes.iloc[1:] == np.float64).all()
 
 
@@ -386,14 +386,14 @@ def test_cli_pack_lists_must_match(cli_inputs, capsys):
 
 def test_sidecar_records_the_effective_tf32_state(cli_inputs, monkeypatch):
     """TF32 is off in torch, but the environment can force it on (or off) behind torch's back: the record sees both."""
-    assert train.tf32_state()["tf32"] is False
+    assert devices.tf32_state()["tf32"] is False
     monkeypatch.setenv("TORCH_ALLOW_TF32_CUBLAS_OVERRIDE", "1")
     assert run_cli(cli_inputs, "tf32") == 0
     meta = json.loads((cli_inputs / "tf32.json").read_text())
     assert meta["tf32"] is True and meta["environment"]["TORCH_ALLOW_TF32_CUBLAS_OVERRIDE"] == "1"
     assert meta["environment"]["tf32_torch_flag"] is False and "torch_cuda" in meta["environment"]
     monkeypatch.setenv("NVIDIA_TF32_OVERRIDE", "0")
-    assert train.tf32_state()["tf32"] is False
+    assert devices.tf32_state()["tf32"] is False
 
 
 def test_cli_missing_divisor_names_the_fix(cli_inputs, capsys):

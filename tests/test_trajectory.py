@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from momentum_ntk import compare, dynamics, model, train
+from momentum_ntk import compare, dynamics, loop, model
 from test_train import ref_trajectory
 
 N, D, M = 24, 13, 41
@@ -57,7 +57,7 @@ def problem():
 def test_trajectory_error_matches_independent_float64(problem, method, beta):
     X, y, W0, a, eta = problem
     steps = 80
-    df = train.train(X, y, W0, a, method=method, eta=eta, beta=beta, steps=steps, gram_every=0, dtype="float64")
+    df = loop.train(X, y, W0, a, method=method, eta=eta, beta=beta, steps=steps, gram_every=0, dtype="float64")
     for col, H in (("traj_err_h0", _h0(X, W0)), ("traj_err_inf", _hinf(X))):
         ref = ref_errors(X, y, W0, a, H, method, eta, beta, steps)
         got = df[col].to_numpy()
@@ -73,7 +73,7 @@ def test_trajectory_error_shrinks_with_width(problem):
     for m in (64, 1024):
         W0, a = model.init_params(D, m, seed=0)
         eta = 0.5 / np.linalg.eigvalsh(_hinf(X))[-1]
-        df = train.train(X, y, W0, a, method="nag", eta=eta, beta=0.9, steps=150, gram_every=0, dtype="float64")
+        df = loop.train(X, y, W0, a, method="nag", eta=eta, beta=0.9, steps=150, gram_every=0, dtype="float64")
         sup.append(df["traj_err_h0"].max())
     assert sup[1] < 0.5 * sup[0]
 
@@ -82,9 +82,9 @@ def test_packed_trajectory_errors_equal_alone(problem):
     X, y, W0, a, eta = problem
     runs = [{"method": "hb", "eta": eta, "beta": 0.9}, {"method": "nag", "eta": eta, "beta": 0.5},
             {"method": "gd", "eta": eta}]
-    packed = train.train_many(X, y, W0, a, runs, steps=40, gram_every=0, dtype="float32", pack_size=3)
+    packed = loop.train_many(X, y, W0, a, runs, steps=40, gram_every=0, dtype="float32", pack_size=3)
     for run, df in zip(runs, packed):
-        alone = train.train(X, y, W0, a, method=run["method"], eta=run["eta"], beta=run.get("beta", 0.0), steps=40,
+        alone = loop.train(X, y, W0, a, method=run["method"], eta=run["eta"], beta=run.get("beta", 0.0), steps=40,
                             gram_every=0, dtype="float32")
         for col in ("traj_err_h0", "traj_err_inf"):
             assert np.array_equal(df[col].to_numpy(), alone[col].to_numpy())
@@ -92,7 +92,7 @@ def test_packed_trajectory_errors_equal_alone(problem):
 
 def test_diverged_run_keeps_errors_up_to_its_step(problem):
     X, y, W0, a, eta = problem
-    df = train.train(X, y, W0, a, method="gd", eta=50 * eta, beta=0.0, steps=200, gram_every=0, dtype="float64")
+    df = loop.train(X, y, W0, a, method="gd", eta=50 * eta, beta=0.0, steps=200, gram_every=0, dtype="float64")
     assert df.attrs["diverged"]
     assert len(df) == df.attrs["steps_done"] + 1
     assert np.isfinite(df["traj_err_h0"]).all()

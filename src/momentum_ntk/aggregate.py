@@ -34,7 +34,8 @@ import pandas as pd
 import pyarrow as pa
 
 from momentum_ntk import defaults
-from momentum_ntk.errors import UserError, cli
+from momentum_ntk.entry import cli
+from momentum_ntk.errors import UserError
 from momentum_ntk.io import atomic_path, read_record, read_table, rebuild_fix, write_parquet
 from momentum_ntk.records import read_runs_table
 from momentum_ntk.names import with_beta_text

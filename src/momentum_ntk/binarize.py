@@ -31,7 +31,8 @@ from typing import Any
 import numpy as np
 
 from momentum_ntk import datasets
-from momentum_ntk.errors import UserError, cli
+from momentum_ntk.entry import cli
+from momentum_ntk.errors import UserError
 from momentum_ntk.io import (
     atomic_path,
     environment_record,

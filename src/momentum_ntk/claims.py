@@ -36,7 +36,8 @@ from momentum_ntk.rates import fit_runs, theorem_table, width_exponents
 from momentum_ntk.tables import PAIR_KEYS, RUN_KEYS, SERIES_KEYS, SETTING_KEYS
 from momentum_ntk import defaults, uncertainty
 from momentum_ntk.compare import TRAJ_STEPS, width_slope_uncertainty
-from momentum_ntk.errors import UserError, cli
+from momentum_ntk.entry import cli
+from momentum_ntk.errors import UserError
 from momentum_ntk.io import atomic_path, write_json
 from momentum_ntk.names import beta_text
 

@@ -26,7 +26,8 @@ from pathlib import Path
 from typing import Any
 
 from momentum_ntk import datasets
-from momentum_ntk.errors import UserError, cli
+from momentum_ntk.entry import cli
+from momentum_ntk.errors import UserError
 from momentum_ntk.io import write_json
 
 

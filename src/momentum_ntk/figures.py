@@ -41,7 +41,8 @@ from momentum_ntk.records import pick_dataset, read_ntk_summary, read_runs_table
 from momentum_ntk.plotting import save_figure, setting_label, style, thin  # noqa: E402
 from momentum_ntk.rates import theorem_table, width_exponents  # noqa: E402
 from momentum_ntk.tables import DATASET_RUN_KEYS, DATASET_SORT_KEYS  # noqa: E402
-from momentum_ntk.errors import UserError, cli  # noqa: E402
+from momentum_ntk.entry import cli  # noqa: E402
+from momentum_ntk.errors import UserError  # noqa: E402
 from momentum_ntk.io import atomic_path  # noqa: E402
 from momentum_ntk.names import beta_text, with_beta_text  # noqa: E402
 from momentum_ntk import methods  # noqa: E402

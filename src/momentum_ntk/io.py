@@ -13,7 +13,7 @@ or changed input is a :class:`~momentum_ntk.errors.UserError` that names the fil
 output :func:`rebuild_fix` (``snakemake --force <that file> --configfile <the config that made results/>``).
 
 A write that fails because the disk is full or read-only is a UserError naming the file and the command that finishes
-the run (:func:`momentum_ntk.errors.write_error`), not a traceback; nothing finished is lost.
+the run (:func:`momentum_ntk.entry.write_error`), not a traceback; nothing finished is lost.
 """
 
 from __future__ import annotations
@@ -31,6 +31,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from momentum_ntk import stamp
+from momentum_ntk.entry import write_error
+from momentum_ntk.errors import UserError
 
 
 HASHED_SUFFIXES = (".parquet", ".json", ".npz", ".npy")  # what later stages read: their hash is recorded
@@ -70,8 +74,6 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     For the file kinds later stages read (:data:`HASHED_SUFFIXES`) the content hash is recorded first
     (:func:`hash_record_path`), so the file never exists without its hash. A disk that is full or read-only is a
     UserError naming ``path`` and the command that finishes the run."""
-    from momentum_ntk.errors import write_error
-
     final = Path(path)
     try:
         final.parent.mkdir(parents=True, exist_ok=True)
@@ -99,8 +101,6 @@ def check_hash(path: str | os.PathLike[str], *, what: str, fix: str) -> None:
     """Compare ``path`` with the SHA-256 its writer recorded (:func:`hash_record_path`); no record (a file written
     before hashes were recorded, or copied without it) is no check. A mismatch or a damaged record is a UserError
     naming the file and the ``fix``."""
-    from momentum_ntk.errors import UserError
-
     record = hash_record_path(path)
     try:
         text = record.read_text()
@@ -145,8 +145,6 @@ def rebuild_command(path: str | os.PathLike[str]) -> str:
     """The command that rebuilds one workflow output, however it exists now (``--force``: a plain ``snakemake
     <path>`` answers "Nothing to be done" for a corrupt file that is newer than its inputs), with the config that
     made ``results/`` (its stamp, :func:`momentum_ntk.stamp.command_here`), so it works when typed literally."""
-    from momentum_ntk import stamp
-
     return stamp.command_here("--force", str(path))
 
 
@@ -158,8 +156,6 @@ def rebuild_fix(path: str | os.PathLike[str]) -> str:
 def read_record(path: str | os.PathLike[str], keys: Sequence[str] = (), *, what: str, fix: str) -> dict[str, Any]:
     """A JSON record that must exist, parse and hold ``keys``; otherwise a UserError naming the file, ``what`` it is
     and the ``fix``."""
-    from momentum_ntk.errors import UserError
-
     path = Path(path)
     if not path.is_file():
         raise UserError(f"{path}: {what} not found; {fix}")
@@ -182,8 +178,6 @@ def read_table(path: str | os.PathLike[str], columns: Sequence[str] = (), *, wha
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from momentum_ntk.errors import UserError
-
     path = Path(path)
     if not path.is_file():
         raise UserError(f"{path}: {what} not found; {fix}")
@@ -202,8 +196,6 @@ def read_npz(path: str | os.PathLike[str], arrays: Sequence[str], *, what: str, 
     """The named ``arrays`` of an ``.npz`` archive, read in full (a truncated member fails here, not later); a
     missing, truncated or corrupt file, or one without an array, is a UserError naming the file, ``what`` it is and
     the ``fix``."""
-    from momentum_ntk.errors import UserError
-
     path = Path(path)
     if not path.is_file():
         raise UserError(f"{path}: {what} not found; {fix}")
@@ -227,8 +219,6 @@ def read_npz(path: str | os.PathLike[str], arrays: Sequence[str], *, what: str, 
 def read_npy(path: str | os.PathLike[str], *, what: str, fix: str, mmap_mode: str | None = None) -> np.ndarray:
     """One ``.npy`` array (memory-mapped with ``mmap_mode``); a missing, truncated or corrupt file is a UserError
     naming the file, ``what`` it is and the ``fix``."""
-    from momentum_ntk.errors import UserError
-
     path = Path(path)
     if not path.is_file():
         raise UserError(f"{path}: {what} not found; {fix}")
@@ -283,8 +273,6 @@ def read_binarized(path: str | os.PathLike[str], *, labels: bool = True) -> tupl
     """X (n, d) and y (n,), float64, from the binarize stage's ``.npz``: the one reader of binarized data. X must be
     a non-empty 2-D finite array with unit-norm rows (paper §3.1), y one label per row (``labels=False``: X only, y
     None). Every problem is a UserError naming the file and the command that rebuilds it."""
-    from momentum_ntk.errors import UserError
-
     fix = rebuild_fix(path)
     z = read_npz(path, ("X", "y") if labels else ("X",), what="binarized data file", fix=fix)
     X = np.asarray(z["X"], dtype=np.float64)

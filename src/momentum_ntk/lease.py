@@ -50,7 +50,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from momentum_ntk.errors import UserError, cli
+from momentum_ntk.entry import cli
+
+from momentum_ntk.errors import UserError
 
 ENV_LOCK_DIR = "MOMENTUM_NTK_LOCK_DIR"
 ENV_FAKE_GPUS = "MOMENTUM_NTK_FAKE_GPUS"

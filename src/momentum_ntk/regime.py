@@ -44,7 +44,8 @@ import pandas as pd
 import yaml
 
 from momentum_ntk import defaults, methods
-from momentum_ntk.errors import UserError, cli
+from momentum_ntk.entry import cli
+from momentum_ntk.errors import UserError
 from momentum_ntk.io import atomic_path, read_record
 
 DELTA = 0.1  # failure probability at which the theory's widths are evaluated

@@ -27,7 +27,7 @@ Buffers per run: C, b, Z, M (n×m each) and f; shared Z0 (n×m), K (n×n), X. No
 
 The pack layout, the step interface and the metrics are the direct engine's: a :class:`RowPack` has ``ids``, ``k``,
 ``f`` (k, n, 1) (the residuals after ``forward``), ``Z`` (the pre-activations during Gram tracking) and the same
-per-run coefficients ``beta_b``, ``mu0``, ``c_g``, ``c_b``; train.forward / train.update / train._select hand a
+per-run coefficients ``beta_b``, ``mu0``, ``c_g``, ``c_b``; train.forward / train.update / train.select hand a
 RowPack to its own methods, and train's loop, divergence handling, Gram tracking and logging run unchanged. Every
 run's slice of every buffer is aligned as in the direct engine, so a run trained in a pack equals it trained alone
 bit for bit (tested on the CPU; the same code runs on CUDA tensors).
@@ -47,29 +47,28 @@ import torch
 
 from momentum_ntk import model, plan
 from momentum_ntk.errors import UserError
-from momentum_ntk.train import (
+from momentum_ntk.engine import (
     RunSpec,
-    _aligned_empty,
-    _col_sums_f64,
-    _linearized,
-    _pack_coefficients,
-    _residuals,
-    _Shared,
-    _track,
+    Shared,
+    aligned_empty,
+    col_sums_f64,
+    gram_record,
+    linearized,
+    pack_coefficients,
+    residuals,
     restrict_pack,
     shared_state,
 )
 from momentum_ntk.trajectory import Linearized, gram_pair
 
-ENGINES = plan.ENGINES  # auto, direct, rowspace
 
 
 def resolve_engine(engine: str, n: int, d: int, m: int, *, have_w0: bool = True) -> str:
     """The engine a pack of (n, d, m) runs on: ``direct`` or ``rowspace`` as asked, or for ``auto`` the choice of the
     measured cost rule (:func:`momentum_ntk.plan.choose_engine`). W(0) given only by its pre-activations
     (``have_w0`` False) needs the row-space engine. UserError for an unknown engine or direct without W(0)."""
-    if engine not in ENGINES:
-        raise UserError(f"train engine {engine!r} is not one of {', '.join(ENGINES)} (config key train.engine)")
+    if engine not in plan.ENGINES:
+        raise UserError(f"train engine {engine!r} is not one of {', '.join(plan.ENGINES)} (config key train.engine)")
     if not have_w0:
         if engine == "direct":
             raise UserError("the direct engine needs W(0) as a (d, m) array, not only X W(0) (model.Preactivations)")
@@ -78,7 +77,7 @@ def resolve_engine(engine: str, n: int, d: int, m: int, *, have_w0: bool = True)
 
 
 @dataclass
-class RowShared(_Shared):
+class RowShared(Shared):
     """What every run of a row-space pack shares: the direct engine's shared data without W(0) (``W0`` is None),
     plus Z0 = X W(0) (n, m) and K = X Xᵀ (n, n), both in the compute dtype (rounded from float64)."""
 
@@ -119,7 +118,7 @@ def row_shared_state(X: np.ndarray, y: np.ndarray, W0: np.ndarray | model.Preact
 @dataclass
 class RowPack:
     """State of k runs in row space (see the module docstring): coefficients C, momentum buffer b, scratch, and the
-    per-run update coefficients of the direct engine's _Pack (same names, shapes and values)."""
+    per-run update coefficients of the direct engine's Pack (same names, shapes and values)."""
 
     ids: list[int]  # index of each slot in the caller's run list
     C: torch.Tensor  # (k, n, m) W(t) = W(0) + Xᵀ C(t)
@@ -145,11 +144,11 @@ class RowPack:
         torch.bmm(sh.K.expand(k, n, n), self.C, out=self.Z)
         torch.mul(self.C, self.Z, out=self.M)
         self.Z.add_(sh.Z0)
-        gram = _track(sh, self) if track else None
-        _residuals(sh, self)
+        gram = gram_record(sh, self) if track else None
+        residuals(sh, self)
         loss = 0.5 * self.f.to(torch.float64).square().sum((1, 2))
         # c_rᵀ K c_r ≥ 0 in exact arithmetic; rounding can leave −tiny where C = 0 (step 0: exactly 0)
-        dist = _col_sums_f64(self.M).amax(1).clamp_(min=0.0).sqrt()
+        dist = col_sums_f64(self.M).amax(1).clamp_(min=0.0).sqrt()
         return torch.stack([loss, dist], 1), gram
 
     def update(self, sh: RowShared, t: int) -> None:
@@ -176,20 +175,20 @@ def new_row_pack(sh: RowShared, specs: list[RunSpec], ids: list[int]) -> RowPack
     """Row-space state of runs ``specs[i] for i in ids``, every run at C = 0 (W = W(0))."""
     k, (n, m) = len(ids), sh.Z0.shape
     dtype, dev = sh.Z0.dtype, sh.Z0.device
-    co = _pack_coefficients(sh, specs, ids)
-    C = _aligned_empty(k, (n, m), dtype, dev).zero_()
+    co = pack_coefficients(sh, specs, ids)
+    C = aligned_empty(k, (n, m), dtype, dev).zero_()
     return RowPack(
         ids=list(ids),
         C=C,
-        B=_aligned_empty(k, (n, m), dtype, dev).zero_() if co["momentum"] else None,
-        M=_aligned_empty(k, (n, m), dtype, dev),
-        Z=_aligned_empty(k, (n, m), dtype, dev),
-        f=_aligned_empty(k, (n, 1), dtype, dev),
+        B=aligned_empty(k, (n, m), dtype, dev).zero_() if co["momentum"] else None,
+        M=aligned_empty(k, (n, m), dtype, dev),
+        Z=aligned_empty(k, (n, m), dtype, dev),
+        f=aligned_empty(k, (n, 1), dtype, dev),
         beta_b=co["beta_b"],
         mu0=co["mu0"],
         c_g=co["c_g"],
         c_b=co["c_b"],
-        lin=_linearized(sh, specs, ids),
+        lin=linearized(sh, specs, ids),
     )
 
 

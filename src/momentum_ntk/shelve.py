@@ -19,7 +19,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from momentum_ntk import stamp
-from momentum_ntk.errors import UserError, cli
+from momentum_ntk.entry import cli
+from momentum_ntk.errors import UserError
 
 RESULTS = Path("results")
 FALLBACK_TRACKED = {"results/README.md"}  # what git tracks in results/ (.gitignore), when git cannot say

@@ -61,7 +61,8 @@ from momentum_ntk.compare import (  # noqa: F401  (PREDICTIONS re-exported)
 )
 from momentum_ntk.dynamics import *  # noqa: F403  (the pure dynamics, re-exported)
 from momentum_ntk.dynamics import theorem_constants
-from momentum_ntk.errors import UserError, cli
+from momentum_ntk.entry import cli
+from momentum_ntk.errors import UserError
 from momentum_ntk.methods import alpha_thm2, rho_nag  # noqa: F401  (re-exported: the theorem constants)
 
 MODES_META_KEY = b"momentum_ntk.theory"

@@ -57,7 +57,8 @@ from momentum_ntk.compare import (  # noqa: E402
     run_errors,
     width_slope_uncertainty,
 )
-from momentum_ntk.errors import UserError, cli  # noqa: E402
+from momentum_ntk.entry import cli  # noqa: E402
+from momentum_ntk.errors import UserError  # noqa: E402
 from momentum_ntk.io import atomic_path  # noqa: E402
 from momentum_ntk.names import beta_text, with_beta_text  # noqa: E402
 from momentum_ntk.plotting import eta_label, save_figure, style  # noqa: E402

@@ -33,17 +33,17 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from momentum_ntk import model, ntk
+from momentum_ntk import gram, model
 
 def gram_pair(X: np.ndarray, Z0: np.ndarray, device: torch.device | str) -> torch.Tensor:
     """(2, n, n) float64 on ``device``: H(0) of eq. (9), (X Xᵀ) ⊙ (S Sᵀ)/m with S = 1{X W(0) ≥ 0} from the
     pre-activations Z0 = X W(0) (n, m) (:func:`momentum_ntk.model.gram_from_pattern`, bit for bit
     :func:`momentum_ntk.model.gram_finite`'s for the same pattern), and H∞ of eq. (10)
-    (:func:`momentum_ntk.ntk.ntk_gram`): the matrices of the two linearizations. Both engines call it (the row-space
+    (:func:`momentum_ntk.gram.ntk_gram`): the matrices of the two linearizations. Both engines call it (the row-space
     one never holds W(0), only X W(0))."""
     X64 = torch.as_tensor(np.asarray(X, dtype=np.float64), device=device)
     h0 = model.gram_from_pattern(X64 @ X64.T, torch.as_tensor(np.asarray(Z0) >= 0, device=device))
-    hinf = torch.as_tensor(ntk.ntk_gram(np.asarray(X, dtype=np.float64)), device=device)
+    hinf = torch.as_tensor(gram.ntk_gram(np.asarray(X, dtype=np.float64)), device=device)
     return torch.stack([h0, hinf])
 
 
