@@ -389,8 +389,22 @@ def test_cli_modes_and_predict(tmp_path) -> None:
         methods.rho_nag(methods.alpha_thm2(lam[0], summary["eta"]["2"])) * math.sqrt(lam[0] / 2 * summary["eta"]["2"])
     )
 
-    # user errors: unknown η divisor, a run recorded with another β, β out of range, eigenvectors of another dataset
-    for flag, value in (("--eta-divisor", "10"), ("--beta", "0.5"), ("--beta", "1.0")):
+    # K is the run's own (its sidecar's steps): --steps may be left out, and must agree when given
+    sidecar = tmp_path / "run.json"
+    sidecar.write_text(json.dumps(json.loads(sidecar.read_text()) | {"steps": steps}))
+    i = argv.index("--steps")
+    assert theory.main(argv[:i] + argv[i + 2 :]) == 0
+    pd.testing.assert_frame_equal(pd.read_parquet(out), pred)
+    assert json.loads(out.with_suffix(".json").read_text()) == rec
+    assert theory.run_steps(str(run_path), {"steps": steps}, None) == steps
+    with pytest.raises(errors.UserError, match="--steps 41 but the run's sidecar"):
+        theory.run_steps(str(run_path), {"steps": steps}, steps + 1)
+    with pytest.raises(errors.UserError, match="give --steps"):
+        theory.run_steps(None, None, None)
+
+    # user errors: unknown η divisor, a run recorded with another β, β out of range, K unlike the run's, eigenvectors
+    # of another dataset
+    for flag, value in (("--eta-divisor", "10"), ("--beta", "0.5"), ("--beta", "1.0"), ("--steps", str(steps + 1))):
         bad = [*argv]
         bad[bad.index(flag) + 1] = value
         assert errors.cli(theory.main, bad) == errors.EXIT_USER_ERROR

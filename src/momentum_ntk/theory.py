@@ -6,8 +6,12 @@ Run (two subcommands; the n×n work happens once per (dataset, width, seed), eac
         --spectrum results/ntk/D/spectrum.parquet --eigvecs results/ntk/D/eigvecs.npy \\
         --width M --seed S --out results/theory/D/modes_mM_sS.parquet
     PYTHONPATH=src python -m momentum_ntk.theory predict --modes results/theory/D/modes_mM_sS.parquet \\
-        --ntk-summary results/ntk/D/summary.json --method nag --eta-divisor 10 --beta 0.99 --steps K \\
-        [--run results/runs/D/nag/mM_c10_b0.99_sS.parquet] --out results/theory/D/nag/mM_c10_b0.99_sS.parquet
+        --ntk-summary results/ntk/D/summary.json --method nag --eta-divisor 10 --beta 0.99 \\
+        (--run results/runs/D/nag/mM_c10_b0.99_sS.parquet | --steps K) \\
+        --out results/theory/D/nag/mM_c10_b0.99_sS.parquet
+
+With ``--run`` the prediction covers the run's own K iterations, the ``steps`` of its sidecar JSON (same stem,
+``.json``); ``--steps``, if given too, must agree; without a run (or a run without a sidecar) ``--steps`` gives K.
 
 The maths (the linearized recursion, the high-resolution ODEs and the theorem bounds, per eigenmode of a fixed Gram
 matrix) is in momentum_ntk.dynamics; the modes of one initialisation and their file in momentum_ntk.modes; the
@@ -21,7 +25,7 @@ JSON record under the schema metadata key ``momentum_ntk.theory``; :func:`moment
 loss_measured, relerr_<prediction>, and the run's trajectory errors traj_err_h0, traj_err_inf with ``--run``), and a
 sidecar ``.json`` (same path) with the asymptotic rates rate_lin_inf, rate_lin_h0, rate_ode_beta, rate_ode_paper,
 rate_theorem, the damping constants, the theorem bound's prefactor bound_prefactor (ℓ ≤
-bound_prefactor·e^{−rate_theorem·k}), and with ``--run`` rate_measured (fit over steps K/2..K, K = --steps), window_rate_<prediction>
+bound_prefactor·e^{−rate_theorem·k}), and with ``--run`` rate_measured (fit over steps K/2..K), window_rate_<prediction>
 on the same window, max_relerr_<prediction> (whole run), max_relerr_<prediction>_horizon (steps ≤ T),
 max_traj_err_lin_h0_horizon / max_traj_err_lin_inf_horizon (sup_{k ≤ T} e(k)), traj_err_lin_h0_at / traj_err_lin_inf_at
 (e(k) at k = 100 and 300, null past T), ``horizon`` {step: T, fraction, floor_ratio}, bound_check and bound_margin.
@@ -104,6 +108,28 @@ def read_run(run: str | Path) -> tuple[pd.DataFrame, dict[str, Any] | None]:
     return measured, _read_run_sidecar(run_path)
 
 
+def run_steps(run: str | None, sidecar: dict[str, Any] | None, given: int | None) -> int:
+    """The iteration count K of one prediction: the run's own (its sidecar's ``steps``) when there is one, else
+    ``--steps``; UserError when neither says or the two disagree."""
+    recorded = None if sidecar is None else sidecar.get("steps")
+    if recorded is None:
+        if given is None:
+            where = f"{run} has no sidecar with 'steps'" if run else "no --run is given"
+            raise UserError(f"{where}: give --steps (the run's iterations, the config's train.steps)")
+        steps = given
+    else:
+        side = Path(run).with_suffix(".json")
+        if isinstance(recorded, bool) or not isinstance(recorded, int):
+            raise UserError(f"{side}: steps={recorded!r} is not an integer; {io.rebuild_fix(side)}")
+        if given is not None and given != recorded:
+            raise UserError(f"--steps {given} but the run's sidecar {side} has steps={recorded}; pass the matching run "
+                            "or drop --steps")
+        steps = recorded
+    if steps < 1:
+        raise UserError(f"--steps must be >= 1, got {steps}")
+    return steps
+
+
 def _check_run_sidecar(side: Path, rec: dict[str, Any], want: dict[str, Any]) -> None:
     for key, val in want.items():
         got = rec.get(key)
@@ -127,7 +153,8 @@ def _finite_or_none(obj: Any) -> Any:
 
 def cmd_predict(args: argparse.Namespace) -> int:
     """Predictions for every run given (one --method/--eta-divisor/--beta/--out, and --run, per run): the runs of a
-    pack share the modes of their (dataset, width, seed), read once."""
+    pack share the modes of their (dataset, width, seed), read once. With --run, each prediction covers the run's own
+    steps (its sidecar's ``steps``); --steps, when given too, must agree."""
     modes, meta = read_modes(args.modes)
     fix = io.rebuild_fix(args.ntk_summary)
     summary = io.read_record(args.ntk_summary, ("lambda0", "eta"), what="NTK summary", fix=fix)
@@ -137,7 +164,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     bad = {key: len(v) for key, v in lists.items() if len(v) != k}
     if bad:
         raise UserError(f"{k} runs (--method) but {bad} values: give one --eta-divisor/--beta/--out/--run per run")
-    if args.steps < 1:
+    if args.steps is not None and args.steps < 1:
         raise UserError(f"--steps must be >= 1, got {args.steps}")
     if not 0.0 < args.horizon_fraction <= 1.0 or not 0.0 <= args.horizon_floor_ratio < 1.0:
         raise UserError(
@@ -146,9 +173,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
         )
     # every run file is read before any output is written: a corrupt one stops the pack with nothing written
     read = [read_run(run) if run else (None, None) for run in runs]
-    per_run = zip(args.method, args.eta_divisor, args.beta, args.out, runs, read)
-    for method, divisor, beta, out, run, (meas, side) in per_run:
-        predict_one(args, modes, meta, summary, method, divisor, beta, Path(out), args.steps, run, meas, side)
+    steps = [run_steps(run, side, args.steps) for run, (_, side) in zip(runs, read)]
+    per_run = zip(args.method, args.eta_divisor, args.beta, args.out, runs, read, steps)
+    for method, divisor, beta, out, run, (meas, side), n_steps in per_run:
+        predict_one(args, modes, meta, summary, method, divisor, beta, Path(out), n_steps, run, meas, side)
     return 0
 
 
@@ -245,7 +273,13 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--method", choices=methods.names(), nargs="+", required=True)
     q.add_argument("--eta-divisor", type=int, nargs="+", required=True, help="η = summary.eta[str(divisor)]")
     q.add_argument("--beta", type=float, nargs="+", required=True)
-    q.add_argument("--steps", type=int, required=True)
+    q.add_argument(
+        "--steps",
+        type=int,
+        default=None,
+        help="iterations K of the runs; with --run each run's own (its sidecar's 'steps'), which a given value must "
+        "equal; needed without a run or a sidecar",
+    )
     q.add_argument("--ode-gram", choices=("inf", "h0"), default="inf", help="Gram matrix of the ODE columns")
     q.add_argument("--run", nargs="+", help="run Parquet files (step, loss) to compare against, one per run")
     q.add_argument(
