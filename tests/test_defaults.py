@@ -8,7 +8,7 @@ from pathlib import Path
 
 import yaml
 
-from momentum_ntk import aggregate, claims, defaults, loop, ntk, theory, theory_report, train
+from momentum_ntk import aggregate, claims, compare, defaults, loop, ntk, theory, theory_report, train
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -47,6 +47,8 @@ def test_stage_clis_and_library_use_them():
                       ("--eigvec-dtype", "ntk.eigvec_dtype"), ("--gram-max-n", "train.gram_max_n")]:  # fmt: skip
         assert cli_default(p, flag) == schema_default(key), flag
     assert list(aggregate.DEFAULT_REPORT_STEPS) == schema_default("analysis.report_steps")
-    assert theory.HORIZON_FRACTION == schema_default("analysis.theory_horizon")
+    assert compare.HORIZON_FRACTION == schema_default("analysis.theory_horizon")
+    predict = theory.build_parser()._subparsers._group_actions[0].choices["predict"]
+    assert cli_default(predict, "--horizon-fraction") == schema_default("analysis.theory_horizon")
     assert cli_default(claims.build_parser(), "--horizon-fraction") == schema_default("analysis.theory_horizon")
     assert theory_report.HORIZON_FRACTION == schema_default("analysis.theory_horizon")

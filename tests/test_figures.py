@@ -80,6 +80,11 @@ def test_figures_render_with_a_diverged_run(tmp_path: Path) -> None:
         assert_pdf_png(pdf, png)
 
 
+def test_figure_methods_are_data() -> None:
+    assert figures.FIGURE_METHOD == {"fig3": "hb", "fig4": "nag"}  # the paper: Fig. 3 is HB, Fig. 4 NAG
+    assert [figures._note_y(m) for m in methods.names()] == [0.9, 0.8, 0.7][: len(methods.names())]
+
+
 def test_theorem_exponents_by_hand() -> None:
     lam0, eta = 0.02, 0.05
     root = math.sqrt(lam0 / 2) * math.sqrt(eta)

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from momentum_ntk import aggregate, engine, figures, methods, theory, theory_report, train
+from momentum_ntk import aggregate, compare, dynamics, engine, figures, methods, theory, theory_report, train
 from momentum_ntk.errors import UserError
 from momentum_ntk.methods import Method
 
@@ -37,17 +37,17 @@ def test_records_match_the_papers_formulas():
     b, one_minus_b = methods.get("nag").momentum(lam, eta, beta)
     np.testing.assert_allclose(b, beta * (1 - eta * lam), rtol=1e-15)
     np.testing.assert_allclose(one_minus_b, 1 - beta * (1 - eta * lam), rtol=1e-14)
-    gamma, _ = theory.ode_coefficients(lam, 0.04, eta, "nag")
+    gamma, _ = dynamics.ode_coefficients(lam, 0.04, eta, "nag")
     np.testing.assert_allclose(gamma, 0.2 + 0.5 * math.sqrt(eta) * lam, rtol=1e-15)
     lambda0, pl0 = 0.3, 2.0
-    c, e = theory.theorem_constants("hb", lambda0, eta, pl0)
+    c, e = dynamics.theorem_constants("hb", lambda0, eta, pl0)
     assert (c, e) == pytest.approx((6 * pl0 / lambda0, (2 - math.sqrt(2)) * math.sqrt(lambda0 / 2)), rel=1e-15)
     alpha = math.sqrt(2 * lambda0 * eta) / 4
     rho = (4 + 3 * alpha - math.sqrt(8 + 16 * alpha + 9 * alpha**2)) / 2
-    c, e = theory.theorem_constants("nag", lambda0, eta, pl0)
+    c, e = dynamics.theorem_constants("nag", lambda0, eta, pl0)
     assert (c, e) == pytest.approx((26 * pl0 / (3 * lambda0), rho * math.sqrt(lambda0 / 2)), rel=1e-14)
-    assert theory.theorem_rate("nag", lambda0, eta) == pytest.approx(e * math.sqrt(eta), rel=1e-15)
-    assert math.isnan(theory.theorem_rate("gd", lambda0, eta))
+    assert dynamics.theorem_rate("nag", lambda0, eta) == pytest.approx(e * math.sqrt(eta), rel=1e-15)
+    assert math.isnan(dynamics.theorem_rate("gd", lambda0, eta))
 
 
 @pytest.mark.parametrize(
@@ -55,10 +55,10 @@ def test_records_match_the_papers_formulas():
     [
         lambda: methods.get("adam"),
         lambda: methods.present(["hb", "adam"]),
-        lambda: theory.momentum_factor(np.ones(2), 0.1, 0.9, "adam"),
-        lambda: theory.ode_coefficients(np.ones(2), 0.1, 0.1, "adam"),
-        lambda: theory.theorem_constants("adam", 0.1, 0.1, 1.0),
-        lambda: theory.theorem_rate("adam", 0.1, 0.1),
+        lambda: dynamics.momentum_factor(np.ones(2), 0.1, 0.9, "adam"),
+        lambda: dynamics.ode_coefficients(np.ones(2), 0.1, 0.1, "adam"),
+        lambda: dynamics.theorem_constants("adam", 0.1, 0.1, 1.0),
+        lambda: dynamics.theorem_rate("adam", 0.1, 0.1),
     ],
 )
 def test_an_unknown_method_raises(call):
@@ -72,6 +72,29 @@ def test_an_unknown_method_stops_training():
     with pytest.raises(SystemExit):
         train.build_parser().parse_args(["--data", "x", "--dataset", "d", "--width", "4", "--method", "adam",
                                          "--out", "o", "--meta", "m"])  # fmt: skip
+
+
+def test_one_beta_check():
+    assert methods.check_beta(0) == 0.0 and methods.check_beta(0.99) == 0.99
+    for bad in (1.0, -0.1, float("nan"), 2):
+        with pytest.raises(UserError, match=r"must lie in \[0, 1\) \(config key grid.betas\)"):
+            methods.check_beta(bad)
+    with pytest.raises(UserError, match="grid.betas"):
+        dynamics.alpha_damping_from_beta(1.0, 0.1)
+
+
+def test_theorem_2_constants_are_recorded_for_the_method_whose_theorem_has_them():
+    modes = pd.DataFrame({"lambda_inf": [0.1, 1.0], "coef_inf": [1.0, 1.0], "lambda_h0": [0.1, 1.0],
+                          "coef_h0": [1.0, 1.0]})  # fmt: skip
+    lambda0, eta = 0.1, 0.05
+    for name in methods.names():
+        rec = compare.prediction_rates(modes, method=name, eta=eta, beta=0.9, lambda0=lambda0)
+        rate_constant = methods.get(name).rate_constant
+        has_alpha = rate_constant is not None and not math.isnan(rate_constant(lambda0, eta)[1])
+        assert ("alpha_thm2" in rec) == ("rho_nag" in rec) == has_alpha == (name == "nag"), name
+    rec = compare.prediction_rates(modes, method="nag", eta=eta, beta=0.9, lambda0=lambda0)
+    assert rec["alpha_thm2"] == methods.alpha_thm2(lambda0, eta)
+    assert rec["rho_nag"] == methods.rho_nag(methods.alpha_thm2(lambda0, eta))
 
 
 @pytest.fixture

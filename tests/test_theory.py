@@ -1,4 +1,4 @@
-"""Tests of momentum_ntk.theory against independent computations.
+"""Tests of the theory (momentum_ntk.dynamics, modes, compare and the theory stage) against independent computations.
 
     PYTHONPATH=src python -m pytest tests/test_theory.py -q
 
@@ -20,9 +20,9 @@ import pandas as pd
 import pytest
 from scipy.integrate import solve_ivp
 
-from momentum_ntk import errors, model
+from momentum_ntk import compare, dynamics, errors, methods, model, theory
 from momentum_ntk.entry import cli
-from momentum_ntk import theory as th
+from momentum_ntk.modes import initial_residual, mode_table, project, read_modes
 
 
 def _spd(n: int, lam: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -66,9 +66,9 @@ def test_mode_recursion_equals_direct_iteration(method: str) -> None:
         direct.append(cur)
     direct = np.array(direct)
 
-    coefs = th.linear_mode_trajectories(lam, Q.T @ d0, eta, beta, method, steps)
+    coefs = dynamics.linear_mode_trajectories(lam, Q.T @ d0, eta, beta, method, steps)
     np.testing.assert_allclose(coefs @ Q.T, direct, rtol=0, atol=1e-11)
-    loss = th.linear_loss(lam, Q.T @ d0, eta, beta, method, steps)
+    loss = dynamics.linear_loss(lam, Q.T @ d0, eta, beta, method, steps)
     np.testing.assert_allclose(loss, 0.5 * np.sum(direct**2, axis=1), rtol=1e-10, atol=1e-14)
 
 
@@ -77,21 +77,21 @@ def test_mode_recursion_equals_direct_iteration(method: str) -> None:
 def test_companion_radius_equals_polynomial_roots(method: str, beta: float) -> None:
     eta = 0.1
     lam = np.array([1e-6, 1e-4, 1e-3, 0.01, 0.1, 1.0, 5.0, 9.9])
-    b, _ = th.momentum_factor(lam, eta, beta, method)
+    b, _ = dynamics.momentum_factor(lam, eta, beta, method)
     a = 1.0 + b - eta * lam  # c_{t+1} = a c_t − b c_{t−1}
     ref = np.array([np.log(np.max(np.abs(np.roots([1.0, -ai, bi])))) for ai, bi in zip(a, b, strict=True)])
-    np.testing.assert_allclose(th.linear_log_radius(lam, eta, beta, method), ref, rtol=1e-6, atol=1e-14)
-    assert th.linear_rate(lam, eta, beta, method) == pytest.approx(-2.0 * ref.max(), rel=1e-6)
+    np.testing.assert_allclose(dynamics.linear_log_radius(lam, eta, beta, method), ref, rtol=1e-6, atol=1e-14)
+    assert dynamics.linear_rate(lam, eta, beta, method) == pytest.approx(-2.0 * ref.max(), rel=1e-6)
 
 
 def test_linear_rate_is_the_late_slope_of_the_loss() -> None:
     lam, c0, eta, beta = np.array([0.02, 0.5, 2.0]), np.array([1.0, 1.0, 1.0]), 0.2, 0.5  # slow mode over-damped
-    loss = th.linear_loss(lam, c0, eta, beta, "hb", 2000)
-    late_slope = th.fit_rate(np.arange(2001), loss, 1500, 2000)
-    assert late_slope == pytest.approx(th.linear_rate(lam, eta, beta, "hb"), rel=1e-4)
+    loss = dynamics.linear_loss(lam, c0, eta, beta, "hb", 2000)
+    late_slope = compare.fit_rate(np.arange(2001), loss, 1500, 2000)
+    assert late_slope == pytest.approx(dynamics.linear_rate(lam, eta, beta, "hb"), rel=1e-4)
     # a mode without initial residual does not set the asymptotic rate
     c0_fast = np.array([0.0, 1.0, 1.0])
-    assert th.linear_rate(lam, eta, beta, "hb", c0_fast) == pytest.approx(th.linear_rate(lam[1:], eta, beta, "hb"))
+    assert dynamics.linear_rate(lam, eta, beta, "hb", c0_fast) == pytest.approx(dynamics.linear_rate(lam[1:], eta, beta, "hb"))
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -117,9 +117,9 @@ def test_ode_closed_form_equals_solve_ivp(method: str, alpha: float) -> None:
         rhs, (0.0, 60.0), np.concatenate([d0, np.zeros(n)]), t_eval=times, method="DOP853", rtol=1e-11, atol=1e-13
     )
     assert sol.success
-    traj = th.ode_mode_solution(lam, Q.T @ d0, alpha, s, method, times) @ Q.T
+    traj = dynamics.ode_mode_solution(lam, Q.T @ d0, alpha, s, method, times) @ Q.T
     np.testing.assert_allclose(traj, sol.y[:n].T, rtol=0, atol=1e-8)
-    loss = th.ode_loss(lam, Q.T @ d0, alpha, s, method, times)
+    loss = dynamics.ode_loss(lam, Q.T @ d0, alpha, s, method, times)
     np.testing.assert_allclose(loss, 0.5 * np.sum(sol.y[:n] ** 2, axis=0), rtol=1e-7)
 
 
@@ -127,7 +127,7 @@ def test_ode_cases_cover_both_regimes() -> None:
     # the parameters of test_ode_closed_form_equals_solve_ivp: under-damped, mixed and over-damped modes
     lam, s = np.array([1e-3, 0.05, 0.3, 1.0, 3.0]), 0.05
     regimes = {
-        a: np.sign(np.subtract(*[v**p for v, p in zip(th.ode_coefficients(lam, a, s, "hb"), (2, 1))]))
+        a: np.sign(np.subtract(*[v**p for v, p in zip(dynamics.ode_coefficients(lam, a, s, "hb"), (2, 1))]))
         for a in (2.5e-4, 0.0554, 20.0)
     }
     assert (regimes[2.5e-4] < 0).all() and (regimes[20.0] > 0).all()
@@ -141,24 +141,24 @@ def test_ode_critical_damping_and_long_times() -> None:
     t = np.linspace(0.0, 30.0, 61)
     exact = np.exp(-gamma * t) * (1.0 + gamma * t)
     for lam in (lam_crit, lam_crit * (1 + 1e-9), lam_crit * (1 - 1e-9)):
-        x = th.ode_mode_solution(np.array([lam]), np.array([1.0]), alpha, s, "hb", t)[:, 0]
+        x = dynamics.ode_mode_solution(np.array([lam]), np.array([1.0]), alpha, s, "hb", t)[:, 0]
         np.testing.assert_allclose(x, exact, rtol=1e-6, atol=1e-15)
-    far = th.ode_loss(np.array([1e-4, 1.0, 400.0]), np.ones(3), alpha, s, "nag", np.array([1e4, 1e6]))
+    far = dynamics.ode_loss(np.array([1e-4, 1.0, 400.0]), np.ones(3), alpha, s, "nag", np.array([1e4, 1e6]))
     assert np.isfinite(far).all() and (far >= 0).all()
 
 
 @pytest.mark.parametrize("method", ["hb", "nag"])
 def test_ode_decay_equals_characteristic_roots(method: str) -> None:
     lam, s, alpha = np.array([1e-4, 0.01, 0.2, 1.0, 4.0]), 0.04, 0.3
-    gamma, omega2 = th.ode_coefficients(lam, alpha, s, method)
+    gamma, omega2 = dynamics.ode_coefficients(lam, alpha, s, method)
     ref = np.array([-np.max(np.roots([1.0, 2.0 * g, w]).real) for g, w in zip(gamma, omega2, strict=True)])
-    np.testing.assert_allclose(th.ode_decay(lam, alpha, s, method), ref, rtol=1e-7)
-    assert th.ode_rate(lam, alpha, s, method) == pytest.approx(2.0 * ref.min() * math.sqrt(s), rel=1e-7)
+    np.testing.assert_allclose(dynamics.ode_decay(lam, alpha, s, method), ref, rtol=1e-7)
+    assert dynamics.ode_rate(lam, alpha, s, method) == pytest.approx(2.0 * ref.min() * math.sqrt(s), rel=1e-7)
 
 
 def test_alpha_from_beta_inverts_shi_relation() -> None:
     for beta, s in [(0.9, 0.01), (0.99, 1e-3), (0.0, 0.5)]:
-        r = math.sqrt(th.alpha_damping_from_beta(beta, s) * s)
+        r = math.sqrt(dynamics.alpha_damping_from_beta(beta, s) * s)
         assert (1.0 - r) / (1.0 + r) == pytest.approx(beta, abs=1e-14)
 
 
@@ -172,8 +172,8 @@ def test_ode_tracks_the_discrete_recursion_as_s_shrinks(method: str) -> None:
         r = math.sqrt(alpha * s)
         beta = (1.0 - r) / (1.0 + r)
         k = np.arange(int(20.0 / math.sqrt(s)) + 1)
-        disc = th.linear_loss(lam, c0, s, beta, method, k[-1])
-        ode = th.ode_loss(lam, c0, alpha, s, method, k * math.sqrt(s))
+        disc = dynamics.linear_loss(lam, c0, s, beta, method, k[-1])
+        ode = dynamics.ode_loss(lam, c0, alpha, s, method, k * math.sqrt(s))
         errs.append(np.max(np.abs(ode - disc)) / disc[0])
     assert errs[1] < 0.005 and errs[1] < errs[0] / 5
 
@@ -184,24 +184,24 @@ def test_ode_tracks_the_discrete_recursion_as_s_shrinks(method: str) -> None:
 
 def test_rho_nag_values_and_monotonicity() -> None:
     alpha = np.linspace(1e-9, 0.5, 2001)
-    rho = th.rho_nag(alpha)
+    rho = methods.rho_nag(alpha)
     assert np.all(np.diff(rho) > 0)
-    assert th.rho_nag(0.5) == pytest.approx((11.0 - math.sqrt(73.0)) / 4.0, rel=1e-14)
-    assert th.rho_nag(1e-12) == pytest.approx(2.0 - math.sqrt(2.0), abs=1e-10)
+    assert methods.rho_nag(0.5) == pytest.approx((11.0 - math.sqrt(73.0)) / 4.0, rel=1e-14)
+    assert methods.rho_nag(1e-12) == pytest.approx(2.0 - math.sqrt(2.0), abs=1e-10)
     assert np.all(rho > 2.0 - math.sqrt(2.0))
-    assert th.alpha_thm2(0.2, 0.5) == pytest.approx(math.sqrt(2 * 0.2 * 0.5) / 4)
+    assert methods.alpha_thm2(0.2, 0.5) == pytest.approx(math.sqrt(2 * 0.2 * 0.5) / 4)
 
 
 def test_theorem_bounds() -> None:
     lambda0, s, pl0 = 0.1, 0.05, 3.0
     t = np.array([0.0, 1.0, 10.0])
-    hb = th.theorem_bound("hb", lambda0, s, pl0, t)
-    nag = th.theorem_bound("nag", lambda0, s, pl0, t)
+    hb = dynamics.theorem_bound("hb", lambda0, s, pl0, t)
+    nag = dynamics.theorem_bound("nag", lambda0, s, pl0, t)
     assert hb[0] == pytest.approx(6 * pl0 / lambda0) and nag[0] == pytest.approx(26 * pl0 / (3 * lambda0))
     assert -np.log(hb[2] / hb[1]) / 9 == pytest.approx((2 - math.sqrt(2)) * math.sqrt(lambda0 / 2))
-    rho = th.rho_nag(math.sqrt(2 * lambda0 * s) / 4)
+    rho = methods.rho_nag(math.sqrt(2 * lambda0 * s) / 4)
     assert -np.log(nag[2] / nag[1]) / 9 == pytest.approx(rho * math.sqrt(lambda0 / 2))
-    assert np.isnan(th.theorem_bound("gd", lambda0, s, pl0, t)).all()
+    assert np.isnan(dynamics.theorem_bound("gd", lambda0, s, pl0, t)).all()
 
 
 def test_comparison_helpers() -> None:
@@ -214,12 +214,12 @@ def test_comparison_helpers() -> None:
             "bound_theorem": [2.0, 1.0, 0.2, 0.3, 0.1, 0.05],
         }
     )
-    assert th.max_relative_error(table, "lin_h0") == pytest.approx(0.5)
-    assert th.max_relative_error(table, "lin_h0", upto=2) == pytest.approx(0.1)
-    check = th.bound_check(table)
+    assert compare.max_relative_error(table, "lin_h0") == pytest.approx(0.5)
+    assert compare.max_relative_error(table, "lin_h0", upto=2) == pytest.approx(0.1)
+    check = compare.bound_check(table)
     assert check == {"steps_checked": 5, "fraction_holds": 0.6, "first_violation_step": 2}
-    assert th.bound_check(table, upto=1)["first_violation_step"] is None
-    assert th.fit_rate(step, np.exp(-0.3 * step), 0, 5) == pytest.approx(0.3)
+    assert compare.bound_check(table, upto=1)["first_violation_step"] is None
+    assert compare.fit_rate(step, np.exp(-0.3 * step), 0, 5) == pytest.approx(0.3)
 
 
 def test_finite_gram_and_projection() -> None:
@@ -232,7 +232,7 @@ def test_finite_gram_and_projection() -> None:
     np.testing.assert_allclose(H.numpy(), (X @ X.T) * (S @ S.T) / 300, rtol=1e-13, atol=1e-15)  # eq. (9) in NumPy
     V = np.linalg.qr(np.random.default_rng(0).standard_normal((9, 9)))[0].astype(np.float32)
     delta = np.random.default_rng(1).standard_normal(9)
-    np.testing.assert_allclose(th.project(V, delta, block=4), V.astype(np.float64).T @ delta, rtol=1e-12)
+    np.testing.assert_allclose(project(V, delta, block=4), V.astype(np.float64).T @ delta, rtol=1e-12)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -244,12 +244,12 @@ def _max_relerr_h0(X, y, width, method, eta, beta, steps):
 
     lam, V = np.linalg.eigh(_h_inf(X))
     W0, a = model.init_params(X.shape[1], width, 0)
-    modes, meta = th.mode_table(X, y, W0, a, lam, V)
-    pred = th.predict_table(
+    modes, meta = mode_table(X, y, W0, a, lam, V)
+    pred = compare.predict_table(
         modes, method=method, eta=eta, beta=beta, lambda0=lam[0], pseudo_loss0=meta["pseudo_loss0"], steps=steps
     )
     run = train(X, y, W0, a, method=method, eta=eta, beta=beta, steps=steps)
-    return th.max_relative_error(th.attach_run(pred, run), "lin_h0"), run
+    return compare.max_relative_error(compare.attach_run(pred, run), "lin_h0"), run
 
 
 @pytest.mark.parametrize("method", ["hb", "nag"])
@@ -307,11 +307,11 @@ def test_cli_modes_and_predict(tmp_path) -> None:
     lam, summary = _ntk_files(tmp_path, X, y)
     width, seed, steps, beta = 3000, 1, 40, 0.9
     modes_path = tmp_path / "modes_m3000_s1.parquet"
-    assert th.main(_modes_argv(tmp_path, width, seed, modes_path)) == 0
-    modes, meta = th.read_modes(modes_path)
+    assert theory.main(_modes_argv(tmp_path, width, seed, modes_path)) == 0
+    modes, meta = read_modes(modes_path)
     assert list(modes.columns) == ["k", "lambda_inf", "coef_inf", "lambda_h0", "coef_h0"]
     W0, a = model.init_params(X.shape[1], width, seed)
-    delta0 = th.initial_residual(X, y, W0, a)
+    delta0 = initial_residual(X, y, W0, a)
     S = ((X @ W0) >= 0).astype(float)
     H0 = (X @ X.T) * (S @ S.T) / width  # eq. (9), written out independently of model.gram_finite
     assert meta["pseudo_loss0"] == pytest.approx(0.5 * delta0 @ H0 @ delta0, rel=1e-10)
@@ -345,7 +345,7 @@ def test_cli_modes_and_predict(tmp_path) -> None:
         "--out",
         str(out),
     ]
-    assert th.main(argv) == 0
+    assert theory.main(argv) == 0
     pred = pd.read_parquet(out)
     expected = [
         "step",
@@ -387,16 +387,30 @@ def test_cli_modes_and_predict(tmp_path) -> None:
     ):
         assert key in rec
     assert rec["rate_theorem"] == pytest.approx(
-        th.rho_nag(th.alpha_thm2(lam[0], summary["eta"]["2"])) * math.sqrt(lam[0] / 2 * summary["eta"]["2"])
+        methods.rho_nag(methods.alpha_thm2(lam[0], summary["eta"]["2"])) * math.sqrt(lam[0] / 2 * summary["eta"]["2"])
     )
 
-    # user errors: unknown η divisor, a run recorded with another β, eigenvectors of another dataset
-    for flag, value in (("--eta-divisor", "10"), ("--beta", "0.5")):
+    # K is the run's own (its sidecar's steps): --steps may be left out, and must agree when given
+    sidecar = tmp_path / "run.json"
+    sidecar.write_text(json.dumps(json.loads(sidecar.read_text()) | {"steps": steps}))
+    i = argv.index("--steps")
+    assert theory.main(argv[:i] + argv[i + 2 :]) == 0
+    pd.testing.assert_frame_equal(pd.read_parquet(out), pred)
+    assert json.loads(out.with_suffix(".json").read_text()) == rec
+    assert theory.run_steps(str(run_path), {"steps": steps}, None) == steps
+    with pytest.raises(errors.UserError, match="--steps 41 but the run's sidecar"):
+        theory.run_steps(str(run_path), {"steps": steps}, steps + 1)
+    with pytest.raises(errors.UserError, match="give --steps"):
+        theory.run_steps(None, None, None)
+
+    # user errors: unknown η divisor, a run recorded with another β, β out of range, K unlike the run's, eigenvectors
+    # of another dataset
+    for flag, value in (("--eta-divisor", "10"), ("--beta", "0.5"), ("--beta", "1.0"), ("--steps", str(steps + 1))):
         bad = [*argv]
         bad[bad.index(flag) + 1] = value
-        assert cli(th.main, bad) == errors.EXIT_USER_ERROR
+        assert cli(theory.main, bad) == errors.EXIT_USER_ERROR
     np.save(tmp_path / "eigvecs.npy", np.eye(11))
-    assert cli(th.main, _modes_argv(tmp_path, width, seed, tmp_path / "x.parquet")) == errors.EXIT_USER_ERROR
+    assert cli(theory.main, _modes_argv(tmp_path, width, seed, tmp_path / "x.parquet")) == errors.EXIT_USER_ERROR
 
 
 @pytest.mark.parametrize("method", ["gd", "hb", "nag"])
@@ -412,7 +426,7 @@ def test_predict_table_columns_and_start(method: str) -> None:
     )
     kw = {"method": method, "eta": 0.2, "beta": 0.9, "lambda0": 0.1}
     for gram in ("inf", "h0"):
-        table = th.predict_table(modes, pseudo_loss0=1.0, steps=20, ode_gram=gram, **kw)
+        table = compare.predict_table(modes, pseudo_loss0=1.0, steps=20, ode_gram=gram, **kw)
         assert len(table) == 21 and table["loss_lin_inf"].iloc[0] == pytest.approx(0.5 * 5.25)
         assert table["loss_lin_h0"].iloc[0] == pytest.approx(0.5 * 4.25)
         if method == "gd":
@@ -420,6 +434,6 @@ def test_predict_table_columns_and_start(method: str) -> None:
         else:
             ref = table["loss_lin_inf" if gram == "inf" else "loss_lin_h0"].iloc[0]
             assert table["loss_ode_beta"].iloc[0] == pytest.approx(ref)
-    rates = th.prediction_rates(modes, **kw)
-    assert rates["rate_lin_h0"] == pytest.approx(th.linear_rate(modes["lambda_h0"], 0.2, 0.9, method))
+    rates = compare.prediction_rates(modes, **kw)
+    assert rates["rate_lin_h0"] == pytest.approx(dynamics.linear_rate(modes["lambda_h0"], 0.2, 0.9, method))
     assert (rates["rate_theorem"] is None) == (method == "gd")

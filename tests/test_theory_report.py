@@ -43,7 +43,7 @@ def prediction_table(method: str, width: int, seed: int, steps: int = STEPS) -> 
         "loss_ode_paper": np.nan if gd else loss0 * np.exp(-0.06 * k),
         "bound_theorem": np.nan if gd else 10 * loss0 * np.exp(-0.01 * k),
     })
-    return theory.attach_run(pred, pd.DataFrame({"step": k, "loss": meas, "traj_err_h0": err, "traj_err_inf": 2 * err}))
+    return compare.attach_run(pred, pd.DataFrame({"step": k, "loss": meas, "traj_err_h0": err, "traj_err_inf": 2 * err}))
 
 
 def write_prediction(root: Path, method: str, width: int, seed: int, *, dataset: str = "toy", eta_divisor: int = 10,
@@ -55,7 +55,7 @@ def write_prediction(root: Path, method: str, width: int, seed: int, *, dataset:
         "s": 0.01, "beta": beta, "steps": steps, "lambda0": 0.02, "rate_lin_inf": 0.045, "rate_lin_h0": 0.048,
         "rate_ode_beta": None if method == "gd" else 0.04, "rate_ode_paper": None if method == "gd" else 0.06,
         "rate_theorem": None if method == "gd" else 0.01, "alpha_damping_beta": 0.28, "alpha_damping_paper": 0.01,
-        **theory.comparison_record(table, (steps // 2, steps)),
+        **compare.comparison_record(table, (steps // 2, steps)),
     }
     path = root / dataset / method / f"m{width}_c{eta_divisor}_b{beta:g}_s{seed}.parquet"
     write_parquet(path, table)
@@ -75,11 +75,11 @@ def preds(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
 
 def test_horizon_stops_at_the_fraction_and_before_the_floor() -> None:
     k = np.arange(101)
-    assert theory.horizon_step(k, np.exp(-0.01 * k)) == 50  # ½ of the run, loss still ≥ 1e-4·ℓ(0)
-    assert theory.horizon_step(k, np.exp(-0.2 * k)) == 46  # e^{−0.2k} < 1e-4 from k = 47 on
+    assert compare.horizon_step(k, np.exp(-0.01 * k)) == 50  # ½ of the run, loss still ≥ 1e-4·ℓ(0)
+    assert compare.horizon_step(k, np.exp(-0.2 * k)) == 46  # e^{−0.2k} < 1e-4 from k = 47 on
     diverged = np.where(k <= 40, np.exp(-0.01 * k), np.nan)
-    assert theory.horizon_step(k, diverged, fraction=1.0) == 40  # no loss after the run stopped
-    assert theory.horizon_step(k, np.full(101, np.nan)) is None
+    assert compare.horizon_step(k, diverged, fraction=1.0) == 40  # no loss after the run stopped
+    assert compare.horizon_step(k, np.full(101, np.nan)) is None
 
 
 def test_run_errors_use_each_runs_own_horizon(preds: list[Path]) -> None:

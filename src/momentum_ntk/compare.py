@@ -1,7 +1,7 @@
-"""The theory next to a run: the initial residual on the eigenvectors of H∞ and H(0) (the modes of one
-initialisation), the predicted loss curves and rates of one run, and how they compare with its measured loss
-(relative errors up to the horizon T, the theorem bound's check). Pure functions of arrays and frames; the theory
-stage (momentum_ntk.theory) reads and writes the files.
+"""The theory next to a run: the predicted loss curves and rates of one run from the modes of its initialisation
+(momentum_ntk.modes), and how they compare with its measured loss (relative errors up to the horizon T, the theorem
+bound's check), down to the width slope of the linearization error over many runs. Pure functions of arrays and
+frames; the theory stage (momentum_ntk.theory) reads and writes the files.
 """
 
 from __future__ import annotations
@@ -23,7 +23,6 @@ from momentum_ntk.dynamics import (
     theorem_bound,
     theorem_rate,
 )
-from momentum_ntk.methods import alpha_thm2, rho_nag
 from momentum_ntk.tables import DATASET_RUN_KEYS, WIDTH_SERIES_KEYS
 
 PREDICTIONS = ("lin_inf", "lin_h0", "ode_beta", "ode_paper")
@@ -150,77 +149,8 @@ def bound_margin(table: pd.DataFrame, upto: int | None = None) -> dict[str, Any]
 
 
 # ----------------------------------------------------------------------------------------------------------------------
-# Modes of one initialisation, and predictions for one run
+# Predictions for one run (from the modes of its initialisation, momentum_ntk.modes)
 # ----------------------------------------------------------------------------------------------------------------------
-
-
-def initial_residual(X: np.ndarray, y: np.ndarray, W0: np.ndarray, a: np.ndarray) -> np.ndarray:
-    """Δ_0 = f(W0, a, X) − y (n,), f = m^{-1/2} relu(X W0) a, in float64."""
-    m = W0.shape[1]
-    return np.maximum(X @ W0, 0.0) @ a / math.sqrt(m) - y
-
-
-def project(V: np.ndarray, delta: np.ndarray, block: int = 2048) -> np.ndarray:
-    """Coefficients Vᵀδ (n,) for V (n, n) of any float dtype (e.g. a float32 memory map), in float64, reading V in
-    row blocks so no float64 copy of V is made."""
-    out = np.zeros(V.shape[1])
-    for i in range(0, V.shape[0], block):
-        out += np.asarray(V[i : i + block], dtype=np.float64).T @ delta[i : i + block]
-    return out
-
-
-def mode_table(
-    X: np.ndarray,
-    y: np.ndarray,
-    W0: np.ndarray,
-    a: np.ndarray,
-    lambda_inf: np.ndarray,
-    eigvecs_inf: np.ndarray,
-    device: str = "cpu",
-) -> tuple[pd.DataFrame, dict[str, Any]]:
-    """Δ_0's coefficients on H∞'s eigenvectors and on H(0)'s, plus the constants of this initialisation.
-
-    ``lambda_inf`` (n,) ascending with ``eigvecs_inf`` (n, n) columns. Row k pairs the k-th smallest eigenvalue of
-    H∞ and of H(0) (two independent orderings). H(0) eigenvalues are clipped at 0 (H(0) is PSD; eigh may give −1e-16).
-    Returns (DataFrame k, lambda_inf, coef_inf, lambda_h0, coef_h0; meta with loss0 = ½‖Δ_0‖²,
-    pseudo_loss0 = ½Δ_0ᵀH(0)Δ_0, lambda_min_h0, lambda_max_h0, n, d, width).
-    """
-    import torch
-
-    n, d = X.shape
-    delta0 = initial_residual(X, y, W0, a)
-    coef_inf = project(eigvecs_inf, delta0)
-    from momentum_ntk import model
-
-    h0 = model.gram_finite(torch.as_tensor(X, dtype=torch.float64, device=device),
-                           torch.as_tensor(W0, dtype=torch.float64, device=device))  # fmt: skip
-    d0 = torch.as_tensor(delta0, dtype=torch.float64, device=device)
-    pseudo_loss0 = 0.5 * float(d0 @ (h0 @ d0))
-    evals, evecs = torch.linalg.eigh(h0)
-    del h0
-    coef_h0 = (d0 @ evecs).cpu().numpy()
-    lam_h0 = np.clip(evals.cpu().numpy(), 0.0, None)
-    table = pd.DataFrame(
-        {
-            "k": np.arange(n, dtype=np.int64),
-            "lambda_inf": np.asarray(lambda_inf, dtype=np.float64),
-            "coef_inf": coef_inf,
-            "lambda_h0": lam_h0,
-            "coef_h0": coef_h0,
-        }
-    )
-    meta = {
-        "n": int(n),
-        "d": int(d),
-        "width": int(W0.shape[1]),
-        "loss0": 0.5 * float(delta0 @ delta0),
-        "pseudo_loss0": pseudo_loss0,
-        "lambda_min_h0": float(lam_h0[0]),
-        "lambda_max_h0": float(lam_h0[-1]),
-        "lambda_min_inf": float(np.min(lambda_inf)),
-        "coef_norm_ratio_inf": float(np.linalg.norm(coef_inf) / max(np.linalg.norm(delta0), 1e-300)),
-    }
-    return table, meta
 
 
 def predict_table(
@@ -280,9 +210,10 @@ def prediction_rates(
         lam_o, c_o = (lam_inf, c_inf) if ode_gram == "inf" else (lam_h0, c_h0)
         rec["rate_ode_beta"] = ode_rate(lam_o, rec["alpha_damping_beta"], s, method, c_o)
         rec["rate_ode_paper"] = ode_rate(lam_o, lambda0 / 2.0, s, method, c_o)
-    if method == "nag":  # Theorem 2's own constants, for the record
-        rec["alpha_thm2"] = alpha_thm2(lambda0, s)
-        rec["rho_nag"] = rho_nag(rec["alpha_thm2"])
+    rho, alpha = m.rate_constant(lambda0, s) if m.rate_constant is not None else (math.nan, math.nan)
+    if not math.isnan(alpha):  # a theorem with its own α (Theorem 2, NAG): its constants, for the record
+        rec["alpha_thm2"] = alpha
+        rec["rho_nag"] = rho
     return rec
 
 

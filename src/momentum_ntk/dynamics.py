@@ -44,7 +44,6 @@ import math
 import numpy as np
 
 from momentum_ntk import methods
-from momentum_ntk.methods import alpha_thm2, rho_nag  # noqa: F401  (re-exported: the theorem constants)
 
 _CHUNK = 1 << 21  # elements per (time × mode) block when evaluating the ODE solution
 
@@ -153,8 +152,9 @@ def linear_rate(lam: np.ndarray, eta: float, beta: float, method: str, coef0: np
 
 def alpha_damping_from_beta(beta: float, s: float) -> float:
     """ODE damping α matched to momentum β by β = (1 − √(αs))/(1 + √(αs)):  α = ((1 − β)/(1 + β))² / s."""
-    if not 0.0 <= beta < 1.0 or s <= 0:
-        raise ValueError(f"need 0 <= beta < 1 and s > 0, got beta={beta}, s={s}")
+    beta = methods.check_beta(beta)
+    if not s > 0:
+        raise ValueError(f"need s > 0, got s={s}")
     return ((1.0 - beta) / (1.0 + beta)) ** 2 / s
 
 

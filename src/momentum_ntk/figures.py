@@ -16,7 +16,8 @@ Run (one subcommand per output; every figure is written as both PDF and PNG)::
 Theory used here (paper §4): HB's loss bound decays as e^{-(2-√2)√(λ0/2) t} and NAG's as e^{-ρ*(α)√(λ0/2) t} with
 α = √(2λ0 s)/4 and ρ*(α) = ½(4 + 3α − √(8 + 16α + 9α²)), in the ODE time t. The high-resolution ODE with step size
 s = η advances t by √η per iteration, so the per-iteration exponents are (2-√2)√(λ0/2)√η and ρ*(α)√(λ0/2)√η.
-ρ*_NAG and the per-time exponents come from momentum_ntk.theory (one definition for the project).
+ρ*_NAG and HB's constant come from momentum_ntk.methods, the per-iteration exponents from momentum_ntk.rates (one
+definition for the project).
 """
 
 from __future__ import annotations
@@ -49,9 +50,12 @@ from momentum_ntk import methods  # noqa: E402
 from momentum_ntk.methods import HB_RHO, rho_nag  # noqa: E402
 
 # --------------------------------------------------------------------------------------------------------------------
-# Theory (paper §4; formulas from momentum_ntk.theory)
+# Theory (paper §4; formulas from momentum_ntk.methods)
 
 NAG_RHO_MAX = (11.0 - math.sqrt(73.0)) / 4.0
+
+# The paper's distance figures, one method each: Fig. 3 is HB's max distance from init, Fig. 4 NAG's.
+FIGURE_METHOD = {"fig3": "hb", "fig4": "nag"}
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -113,8 +117,9 @@ def figure1() -> plt.Figure:
     style()
     alpha = np.linspace(1e-4, 0.5, 400)
     fig, ax = plt.subplots(figsize=(3.4, 2.5))
-    ax.plot(alpha, rho_nag(alpha), color=methods.get("nag").color, lw=1.8, label=r"$\rho^*_{NAG}(\alpha)$")
-    ax.axhline(HB_RHO, color=methods.get("hb").color, ls="--", lw=1.2, label=r"HB: $2-\sqrt{2}\approx%.4f$" % HB_RHO)
+    nag, hb = methods.get("nag"), methods.get("hb")  # the paper's Fig. 1 draws Theorem 2's ρ against Theorem 1's
+    ax.plot(alpha, rho_nag(alpha), color=nag.color, lw=1.8, label=r"$\rho^*_{%s}(\alpha)$" % nag.label)
+    ax.axhline(HB_RHO, color=hb.color, ls="--", lw=1.2, label=r"%s: $2-\sqrt{2}\approx%.4f$" % (hb.label, HB_RHO))
     ax.axhline(NAG_RHO_MAX, color="k", ls=":", lw=1.2, label=r"$(11-\sqrt{73})/4\approx%.4f$" % NAG_RHO_MAX)
     ax.set_xlim(0, 0.5)
     ax.set_xlabel(r"$\alpha = \sqrt{2\lambda_0 s}/4$")
@@ -134,6 +139,11 @@ def _loss_limits(runs: pd.DataFrame) -> tuple[float, float]:
     top = 30.0 * float(start.max()) if start.size else (float(loss.max()) * 2 if loss.size else 10.0)
     bottom = 0.3 * float(loss.min()) if loss.size else top * 1e-12
     return min(bottom, top / 100.0), top
+
+
+def _note_y(method: str) -> float:
+    """Height (axes fraction) of a method's divergence note in a panel: one line per method, in table order."""
+    return round(0.9 - 0.1 * methods.names().index(method), 2)
 
 
 def figure2(runs: pd.DataFrame, dataset: str) -> plt.Figure:
@@ -157,7 +167,7 @@ def figure2(runs: pd.DataFrame, dataset: str) -> plt.Figure:
                 _band(ax, steps, vals, methods.get(m).color, methods.get(m).label, seeds=True)
                 n_div = int(g.groupby("seed")["diverged"].first().sum())
                 if n_div:
-                    ax.text(0.97, 0.9 if m == "hb" else 0.8, f"{methods.get(m).label}: {n_div}/{vals.shape[0]} "
+                    ax.text(0.97, _note_y(m), f"{methods.get(m).label}: {n_div}/{vals.shape[0]} "
                             "seeds diverged", transform=ax.transAxes, ha="right", fontsize=6.5,
                             color=methods.get(m).color)
             ax.set_yscale("log")
@@ -422,8 +432,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     sub = ap.add_subparsers(dest="name", required=True)
     _fig_args(sub.add_parser("fig1", help="ρ*_NAG(α) (paper Fig. 1)"), runs=False)
     _fig_args(sub.add_parser("fig2", help="training loss, HB vs NAG (paper Fig. 2)"))
-    _fig_args(sub.add_parser("fig3", help="HB max distance from init vs iteration (paper Fig. 3)"))
-    _fig_args(sub.add_parser("fig4", help="NAG max distance from init vs iteration (paper Fig. 4)"))
+    for name, method in FIGURE_METHOD.items():
+        label = methods.get(method).label
+        _fig_args(sub.add_parser(name, help=f"{label} max distance from init vs iteration (paper Fig. {name[3:]})"))
     _fig_args(sub.add_parser("width", help="final max distance vs width, log-log, fitted exponent"))
     _fig_args(sub.add_parser("gram", help="λmin(H(t))/λ0 over training with Lemma 3's 1/2"))
     t1 = sub.add_parser("table1", help="Table 1 with the empirical rates (Markdown + CSV)")
@@ -446,8 +457,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         runs, dataset = load_runs(args.runs, args.dataset)
         if args.name == "fig2":
             fig = figure2(runs, dataset)
-        elif args.name in ("fig3", "fig4"):
-            fig = figure_distance(runs, dataset, "hb" if args.name == "fig3" else "nag")
+        elif args.name in FIGURE_METHOD:
+            fig = figure_distance(runs, dataset, FIGURE_METHOD[args.name])
         elif args.name == "width":
             fig = figure_width(runs, dataset)
         else:

@@ -18,6 +18,8 @@ For a method, the records hold (η the step, β the momentum, λ an eigenvalue o
 - **theorem** (``theorem``): (C, E) with ℓ(t) ≤ C e^{−E t} in ODE time t = k√s, from λ0, s and the pseudo-loss
   ℓ̃(0); HB Theorem 1 (eq. 28), NAG Theorem 2 (eq. 29); ``None`` for a method the paper proves nothing about.
   ``rate_constant``: (λ0, s) -> (ρ, α), the ρ of E = ρ√(λ0/2) and Theorem 2's α (NaN for HB, which has none).
+
+The momentum β of every method lies in [0, 1): :func:`check_beta` is the one check of it.
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
+
+from momentum_ntk.errors import UserError
 
 HB_RHO = 2.0 - math.sqrt(2.0)  # Theorem 1's rate constant for HB
 
@@ -121,6 +125,15 @@ def get(name: str) -> Method:
         return METHODS[name]
     except KeyError:
         raise ValueError(f"unknown method {name!r}: the methods are {', '.join(METHODS)} (momentum_ntk.methods)") from None
+
+
+def check_beta(beta: float) -> float:
+    """``beta`` as a float when it is a valid momentum, 0 ≤ β < 1 (the config's grid.betas); UserError naming the key
+    and the range otherwise (NaN included). The one range check: training, the theory and the dynamics call it."""
+    value = float(beta)
+    if not 0.0 <= value < 1.0:
+        raise UserError(f"momentum beta={beta} must lie in [0, 1) (config key grid.betas)")
+    return value
 
 
 def names() -> tuple[str, ...]:

@@ -173,7 +173,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         wall = time.perf_counter() - t0
         env = io.environment_record() | device_record(device)
         if args.modes_out is not None:
-            from momentum_ntk.theory import modes_of_job
+            from momentum_ntk.modes import modes_of_job
 
             modes_of_job(X, y, W0, a, spectrum=args.spectrum, eigvecs=args.eigvecs, dataset=args.dataset,
                          seed=args.seed, out=args.modes_out, device=device)  # fmt: skip
