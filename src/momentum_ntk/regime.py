@@ -87,7 +87,7 @@ class SubRun:
 def per_seed_metrics(results: Path) -> pd.DataFrame:
     """dataset, method, width, seed, claim, value for every run of a results/ folder: e's sup up to T (theory
     records), the minimum of λmin(H(t))/λ0 (runs table) and the fitted/theorem rate ratio (both)."""
-    from momentum_ntk.claims import bound_rates, gram_per_run
+    from momentum_ntk.judges import bound_rates, gram_per_run
     from momentum_ntk.records import read_runs_table, read_theory_records
 
     runs = pd.concat([read_runs_table(p) for p in sorted(results.glob("aggregate/*/runs.parquet"))],
