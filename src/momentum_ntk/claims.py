@@ -135,7 +135,7 @@ def to_markdown(report: dict[str, Any], results: dict[str, pd.DataFrame]) -> str
     for c in report["claims"]:
         df = results[c["id"]]
         lines += ["", f"## {c['id']}: {c['statement']} ({c['paper']})", "", judges.CLAIMS[c["id"]].how, ""]
-        if c["id"] == "linearization_accurate" and report.get("linearization_width_slopes"):
+        if judges.CLAIMS[c["id"]].shows_width_slopes and report.get("linearization_width_slopes"):
             lines += _slope_lines(report["linearization_width_slopes"]) + [""]
         if df.empty:
             lines.append("_no settings to judge_")

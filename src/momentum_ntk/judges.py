@@ -456,6 +456,7 @@ class Claim:
     columns: tuple[str, ...]
     how: str
     needs_theory: bool = False  # judged only when the theory stage's records are given (--theory)
+    shows_width_slopes: bool = False  # its claims.md section carries the width slopes of e (width_slopes)
 
 
 _TRAJ_ERR_MAX = 0.10
@@ -578,7 +579,7 @@ REGISTRY: tuple[Claim, ...] = (
         "or T < min_horizon_steps. relerr_h0_max, the worst seed's max_{k≤T} |ℓ_lin(k) − ℓ(k)|/ℓ(k), is descriptive "
         "only: near a trough of the oscillating loss it measures the phase offset of two curves, not how linear the "
         "dynamics are.",
-        needs_theory=True,
+        needs_theory=True, shows_width_slopes=True,
     ),
 )  # fmt: skip
 CLAIMS: dict[str, Claim] = {c.id: c for c in REGISTRY}
