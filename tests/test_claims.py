@@ -278,7 +278,7 @@ def theory_record(method: str = "nag", width: int = 100, seed: int = 0, *, datas
 
 def theory_verdicts(records: list[dict]) -> tuple[pd.DataFrame, pd.DataFrame]:
     theory = pd.DataFrame([theory_row(r) for r in records])
-    return judges.claim_bound(theory, long_table()), judges.claim_linearization(theory)
+    return judges.claim_bound(theory, judges.run_fits(long_table())), judges.claim_linearization(theory)
 
 
 def test_theorem_bound_holds_fails_inconclusive() -> None:

@@ -17,7 +17,7 @@ adds claims 5 and 6; ``--theory-pred`` (their prediction Parquets) adds the widt
 The judging itself lives in :mod:`momentum_ntk.judges`: one registry record per claim (statement, paper reference,
 thresholds, judging function, table columns, how it is judged), from which claims.md, claims.json and the list at
 the end of this docstring are generated. This module holds the stage's side: :func:`evaluate` builds the judges'
-inputs (theorem exponents from the NTK summaries) and runs every judge,
+inputs (theorem exponents from the NTK summaries, the per-run rate fits, fitted once) and runs every judge,
 :func:`to_json` and :func:`to_markdown` render the verdicts, :func:`main` is the CLI.
 
 Per dataset and claim (:func:`dataset_verdict`): fails if any setting fails, holds if all hold, inconclusive
@@ -47,12 +47,13 @@ __doc__ = (__doc__ or "") + "\n" + judges.registry_doc() + "\n"
 def evaluate(summary: pd.DataFrame, runs: pd.DataFrame, ntk: Sequence[dict] = (), th: dict | None = None,
              theory: pd.DataFrame | None = None) -> dict:
     """Claims 1-4, and 5-6 when ``theory`` records are given: {claim id: DataFrame of settings with 'verdict' and
-    'reason' columns}. The judges' inputs (:class:`momentum_ntk.judges.Evidence`) are built here: the theorem
-    exponents per setting from the NTK summaries."""
+    'reason' columns}. The judges' inputs (:class:`momentum_ntk.judges.Evidence`) are built here once: the theorem
+    exponents per setting from the NTK summaries and the per-run loss-rate fits (:func:`momentum_ntk.judges.run_fits`)
+    that claims 2 and 5 share."""
     th = judges.THRESHOLDS if th is None else th
     have = summary["dataset"].astype(str).isin([str(r["dataset"]) for r in ntk])  # NaN for a dataset without one
     theorem = theorem_table(summary[have], ntk)[[*SETTING_KEYS, "theorem_exponent"]] if ntk else None
-    evidence = judges.Evidence(summary, runs, theorem, theory)
+    evidence = judges.Evidence(summary, runs, judges.run_fits(runs), theorem, theory)
     return {c.id: c.judge(evidence, th) for c in judges.REGISTRY if theory is not None or not c.needs_theory}
 
 

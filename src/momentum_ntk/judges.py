@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from momentum_ntk import uncertainty
+from momentum_ntk import methods, uncertainty
 from momentum_ntk.compare import TRAJ_STEPS, width_slope_uncertainty
 from momentum_ntk.rates import fit_runs, width_exponents
 from momentum_ntk.tables import PAIR_KEYS, RUN_KEYS, SERIES_KEYS, SETTING_KEYS
@@ -131,12 +131,11 @@ def _first_floor(fits: pd.DataFrame) -> float:
     return float(np.nanmin(floors)) if np.isfinite(floors).any() else math.inf
 
 
-def claim_nag_below(runs: pd.DataFrame, th: dict | None = None) -> pd.DataFrame:
+def claim_nag_below(runs: pd.DataFrame, fits: pd.DataFrame, th: dict | None = None) -> pd.DataFrame:
     """Claim 2 per (dataset, m, η, β) from the long run table and the per-run fits (:func:`run_fits`; their floor
     steps end the comparison). inconclusive also: < min_compared_steps compared iterations, or HB diverged."""
     th = THRESHOLDS if th is None else th
     runs = runs.assign(method=runs["method"].str.lower())
-    fits = fit_runs(runs[runs["method"].isin(["hb", "nag"])])
     rows = []
     for key, g in runs[runs["method"].isin(["hb", "nag"])].groupby(PAIR_KEYS, sort=True):
         hb, nag = g[g["method"] == "hb"], g[g["method"] == "nag"]
@@ -328,14 +327,21 @@ def claim_gram(summary: pd.DataFrame, runs: pd.DataFrame, th: dict | None = None
 
 # ---- Claims 5-6, from the theory records (``theory predict --run``)
 
-def bound_rates(theory: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
+def run_fits(runs: pd.DataFrame) -> pd.DataFrame:
+    """The per-run envelope fits (:func:`momentum_ntk.rates.fit_runs`) that claims 2 and 5 read, fitted once: the runs
+    of the compared pair (methods.BASELINE, methods.ACCELERATED) and of every method with a theorem."""
+    fitted = {methods.BASELINE, methods.ACCELERATED} | {m.name for m in methods.METHODS.values() if m.has_theorem}
+    runs = runs.assign(method=runs["method"].str.lower())
+    return fit_runs(runs[runs["method"].isin(sorted(fitted))])
+
+
+def bound_rates(theory: pd.DataFrame, fits: pd.DataFrame) -> pd.DataFrame:
     """The theory rows (HB and NAG) with each run's fitted loss rate: ``rate_fitted`` = −slope of the envelope fit
     (:func:`momentum_ntk.rates.fit_runs`, the rate claim 1 and Table 1 report), ``rate_ratio`` = rate_fitted /
     rate_theorem and, for ratio < 1, ``crossing_step`` k* = (log C − intercept)/(rate_theorem − rate_fitted), where
     the fitted envelope meets the bound C e^{−rate_theorem k} (NaN otherwise)."""
     sub = theory[theory["method"].isin(["hb", "nag"])]
-    fits = fit_runs(runs[runs["method"].isin(["hb", "nag"])])[[*RUN_KEYS, "slope", "intercept"]]
-    out = sub.merge(fits, on=RUN_KEYS, how="left")
+    out = sub.merge(fits[[*RUN_KEYS, "slope", "intercept"]], on=RUN_KEYS, how="left")
     out["rate_fitted"] = -out["slope"]
     out["rate_ratio"] = out["rate_fitted"] / out["rate_theorem"]
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -344,13 +350,13 @@ def bound_rates(theory: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def claim_bound(theory: pd.DataFrame, runs: pd.DataFrame, th: dict | None = None) -> pd.DataFrame:
+def claim_bound(theory: pd.DataFrame, fits: pd.DataFrame, th: dict | None = None) -> pd.DataFrame:
     """Claim 5 per setting of a method with a theorem: measured ℓ(k) ≤ C e^{−r_thm k} at every checked step (the
     theory records' bound check) and every seed's fitted rate ≥ min_rate_ratio·r_thm (:func:`bound_rates`). C is
     6ℓ̂(0)/λ0 (HB, eq. 28) or 26ℓ̂(0)/(3λ0) (NAG, eq. 29), ℓ̂(0) = ½Δ0ᵀH(0)Δ0 of the run's own initialisation."""
     th = THRESHOLDS if th is None else th
     rows = []
-    sub = bound_rates(theory, runs)
+    sub = bound_rates(theory, fits)
     for key, g in sub.groupby(SETTING_KEYS, sort=True):
         violated = g[g["fraction_holds"] < 1.0]
         slow = g[g["rate_ratio"] < th["min_rate_ratio"]]
@@ -433,11 +439,13 @@ def claim_linearization(theory: pd.DataFrame, th: dict | None = None) -> pd.Data
 
 @dataclass(frozen=True)
 class Evidence:
-    """What the judging functions read: the aggregate summary and long runs table, the theorem exponents per setting
-    (from the NTK summaries; None without them) and the theory stage's per-run records (None without them)."""
+    """What the judging functions read: the aggregate summary and long runs table, the per-run loss-rate fits
+    (:func:`run_fits`, fitted once for claims 2 and 5), the theorem exponents per setting (from the NTK summaries; None
+    without them) and the theory stage's per-run records (None without them)."""
 
     summary: pd.DataFrame
     runs: pd.DataFrame
+    fits: pd.DataFrame
     theorem: pd.DataFrame | None = None
     theory: pd.DataFrame | None = None
 
@@ -493,7 +501,7 @@ REGISTRY: tuple[Claim, ...] = (
             "min_compared_steps": 50,  # fewer compared iterations is 'inconclusive'
             "tie_rtol": 1e-12,  # |NAG − HB| <= tie_rtol·HB counts as a tie (not compared)
         },
-        lambda e, th: claim_nag_below(e.runs, th),
+        lambda e, th: claim_nag_below(e.runs, e.fits, th),
         ("dataset", "width", "eta_divisor", "beta", "verdict", "frac_mean_below", "seed_frac_min", "n_compared",
          "ratio_at_last", "rho_hb", "rho_nag", "reason"),
         "Compared on non-tied iterations until both methods have reached a loss floor. holds: mean NAG < mean HB at ≥ "
@@ -541,7 +549,7 @@ REGISTRY: tuple[Claim, ...] = (
             "bound_min_steps": 10,  # fewer checked steps (finite measured loss) is 'inconclusive'
             "min_rate_ratio": 1.0,  # 'holds' needs every seed's fitted rate >= this times the theorem's exponent
         },
-        lambda e, th: claim_bound(e.theory, e.runs, th),
+        lambda e, th: claim_bound(e.theory, e.fits, th),
         ("dataset", "method", "width", "eta_divisor", "beta", "verdict", "max_measured_over_bound", "rate_ratio_min",
          "rate_ratio_max", "n_seeds_slower", "crossing_step", "prefactor_over_loss0", "n_seeds_violated",
          "first_violation_step", "fraction_holds_min", "n_seeds", "beta_theorem", "reason"),
