@@ -1,8 +1,7 @@
-"""The judges of the paper's claims (library): the :data:`REGISTRY`, one :class:`Claim` record per claim (statement,
-paper reference, thresholds with their defaults, judge, claims.md columns, how it is judged), and the judges. A judge
-reads the :class:`Evidence` and a thresholds dict (default :data:`THRESHOLDS`, the records' own) and returns one row
-per setting with a ``verdict`` (:data:`HOLDS`, :data:`FAILS`, :data:`INCONCLUSIVE`) and a ``reason``. The claims
-stage (``python -m momentum_ntk.claims``) reads the inputs and renders claims.json and claims.md from these.
+"""The judges of the paper's claims (library): the :data:`REGISTRY`, one :class:`Claim` per claim (statement, paper
+reference, thresholds with their defaults, judge, claims.md columns, how it is judged), and the judges: each reads the
+:class:`Evidence` and a thresholds dict (default :data:`THRESHOLDS`) and returns one row per setting with a ``verdict``
+(:data:`HOLDS`, :data:`FAILS`, :data:`INCONCLUSIVE`) and a ``reason``; the claims stage renders them.
 
 What each judge measures (k the iteration, ℓ the training loss, m the width, λ0 = λmin(H∞)):
 
@@ -13,9 +12,8 @@ What each judge measures (k the iteration, ℓ the training loss, m the width, �
 3. :func:`claim_width_scaling`: b in log max_r‖w_r(t) − w_r(0)‖ ≈ a + b log m per seed; holds needs the interval of
    the mean b (:func:`interval_verdict`) ≤ −1/2 + slope_tol.
 4. :func:`claim_gram`: min_t λmin(H(t))/λ0 ≥ ½ (Lemma 3), with Lemma 2's premise λmin(H(0)) ≥ ¾λ0 told apart.
-5. :func:`claim_bound`: ℓ(k) ≤ C e^{−r k} (Theorem 1, eq. 28 / Theorem 2, eq. 29) at every checked step, and the
-   fitted rate −log ρ ≥ r (:func:`bound_rates`: a slower envelope a − r_fit k crosses the bound at
-   k* = (log C − a)/(r − r_fit)).
+5. :func:`claim_bound`: ℓ(k) ≤ C e^{−r k} (Theorems 1-2, eqs. 28-29) at every checked step and fitted rate r_fit ≥ r
+   (:func:`bound_rates`; a slower envelope a − r_fit k crosses the bound at k* = (log C − a)/(r − r_fit)).
 6. :func:`claim_linearization`: sup_{k≤T} e(k) ≤ traj_err_max, e(k) = ‖u(k) − u_lin(k)‖/‖u(0) − y‖ with u_lin the
    network linearized at its own W(0) (kernel H(0)); NTK theory bounds e by O(1/√m).
 
@@ -45,7 +43,6 @@ HOLDS, FAILS, INCONCLUSIVE = "holds", "fails", "inconclusive"
 
 
 # ---- Claims 1-4, from the aggregate outputs
-
 def claim_linear(summary: pd.DataFrame, theorem: pd.DataFrame | None = None, th: dict | None = None) -> pd.DataFrame:
     """Claim 1 per setting (rule: the record's ``how``) from the aggregate summary's per-seed envelope fits; every
     condition is on the worst seed. inconclusive also for too little decay or too short a window to tell, or R² in
@@ -98,13 +95,13 @@ def claim_linear(summary: pd.DataFrame, theorem: pd.DataFrame | None = None, th:
     return out
 
 
-def _compare_pair(hb: pd.DataFrame, nag: pd.DataFrame, cutoff: float, tie_rtol: float) -> dict[str, Any]:
-    """Fractions of compared iterations where NAG < HB: for the seed means and per seed pair."""
+def _compare_pair(base: pd.DataFrame, acc: pd.DataFrame, cutoff: float, tie_rtol: float) -> dict[str, Any]:
+    """Fractions of compared iterations where the accelerated method is below the baseline: seed means, seed pairs."""
     def wide(g: pd.DataFrame) -> pd.DataFrame:
         w = g.pivot_table(index="step", columns="seed", values="loss", aggfunc="first")
         return w.where(np.isfinite(w))
 
-    h, n = wide(hb), wide(nag)
+    h, n = wide(base), wide(acc)
     steps = h.index.intersection(n.index)
     steps = steps[steps < cutoff]
     h, n = h.loc[steps], n.loc[steps]
@@ -137,35 +134,37 @@ def claim_nag_below(runs: pd.DataFrame, fits: pd.DataFrame, th: dict | None = No
     th = THRESHOLDS if th is None else th
     runs = runs.assign(method=runs["method"].str.lower())
     rows = []
-    for key, g in runs[runs["method"].isin(["hb", "nag"])].groupby(PAIR_KEYS, sort=True):
-        hb, nag = g[g["method"] == "hb"], g[g["method"] == "nag"]
+    b, a = methods.BASELINE, methods.ACCELERATED  # HB, NAG
+    B, A = methods.get(b).label, methods.get(a).label
+    for key, g in runs[runs["method"].isin([b, a])].groupby(PAIR_KEYS, sort=True):
+        base, acc = g[g["method"] == b], g[g["method"] == a]
         row = dict(zip(PAIR_KEYS, key))
-        if hb.empty or nag.empty:
-            row.update(verdict=INCONCLUSIVE, reason=f"only {'HB' if nag.empty else 'NAG'} runs present")
+        if base.empty or acc.empty:
+            row.update(verdict=INCONCLUSIVE, reason=f"only {B if acc.empty else A} runs present")
             rows.append(row)
             continue
         f = fits[(fits[PAIR_KEYS] == list(key)).all(axis=1)]
-        cutoff = max(_first_floor(f[f["method"] == m]) for m in ("hb", "nag"))
-        hb_div, nag_div = bool(hb["diverged"].any()), bool(nag["diverged"].any())
-        row.update(_compare_pair(hb, nag, cutoff, th["tie_rtol"]))
-        row.update(hb_diverged=hb_div, nag_diverged=nag_div, floor_cutoff=cutoff,
-                   rho_hb=float(np.exp(f.loc[f["method"] == "hb", "slope"].mean())),
-                   rho_nag=float(np.exp(f.loc[f["method"] == "nag", "slope"].mean())))
+        cutoff = max(_first_floor(f[f["method"] == m]) for m in (b, a))
+        b_div, a_div = bool(base["diverged"].any()), bool(acc["diverged"].any())
+        row.update(_compare_pair(base, acc, cutoff, th["tie_rtol"]))
+        row.update({f"{b}_diverged": b_div, f"{a}_diverged": a_div, "floor_cutoff": cutoff,
+                    f"rho_{b}": float(np.exp(f.loc[f["method"] == b, "slope"].mean())),
+                    f"rho_{a}": float(np.exp(f.loc[f["method"] == a, "slope"].mean()))})
         fm, sm = row["frac_mean_below"], row["seed_frac_min"]
-        if nag_div and not hb_div:
-            v, why = FAILS, "NAG diverged where HB did not"
-        elif hb_div:
-            v, why = INCONCLUSIVE, "HB diverged" + (" (and NAG)" if nag_div else "")
+        if a_div and not b_div:
+            v, why = FAILS, f"{A} diverged where {B} did not"
+        elif b_div:
+            v, why = INCONCLUSIVE, f"{B} diverged" + (f" (and {A})" if a_div else "")
         elif row["n_compared"] < th["min_compared_steps"]:
             v, why = INCONCLUSIVE, f"only {row['n_compared']} comparable iterations (< {th['min_compared_steps']})"
         elif fm >= th["frac_hold"] and sm >= th["seed_frac_hold"]:
-            v, why = HOLDS, (f"mean NAG < mean HB at {fm:.1%} of {row['n_compared']} iterations; worst seed pair "
+            v, why = HOLDS, (f"mean {A} < mean {B} at {fm:.1%} of {row['n_compared']} iterations; worst seed pair "
                              f"{sm:.1%}")
         elif fm <= th["frac_fail"]:
-            v, why = FAILS, (f"mean NAG < mean HB at only {fm:.1%} of {row['n_compared']} iterations "
-                             f"(NAG at or above HB at {1 - fm:.1%})")
+            v, why = FAILS, (f"mean {A} < mean {B} at only {fm:.1%} of {row['n_compared']} iterations "
+                             f"({A} at or above {B} at {1 - fm:.1%})")
         else:
-            v, why = INCONCLUSIVE, (f"mean NAG below at {fm:.1%}, worst seed pair {sm:.1%} (holds needs "
+            v, why = INCONCLUSIVE, (f"mean {A} below at {fm:.1%}, worst seed pair {sm:.1%} (holds needs "
                                     f"{th['frac_hold']:.0%} / {th['seed_frac_hold']:.0%}, fails at <= "
                                     f"{th['frac_fail']:.0%})")
         row.update(verdict=v, reason=why)
@@ -180,14 +179,13 @@ def claim_width_scaling(runs: pd.DataFrame, th: dict | None = None) -> pd.DataFr
     th = THRESHOLDS if th is None else th
     runs = runs.assign(method=runs["method"].str.lower())
     expo = width_exponents(runs)
-    keys = SERIES_KEYS
     rows = []
-    for key, g in runs.groupby(keys, sort=True):
-        e = expo[(expo[keys] == list(key)).all(axis=1)] if not expo.empty else expo
+    for key, g in runs.groupby(SERIES_KEYS, sort=True):
+        e = expo[(expo[SERIES_KEYS] == list(key)).all(axis=1)] if not expo.empty else expo
         sl = e["slope"].to_numpy(dtype=float) if not e.empty else np.array([])
         sl = sl[np.isfinite(sl)]
         n_w = int(e["n_widths"].max()) if not e.empty else 0
-        row = dict(zip(keys, key))
+        row = dict(zip(SERIES_KEYS, key))
         row.update(
             widths=",".join(str(int(w)) for w in sorted(g["width"].unique())), n_widths=n_w, n_seeds=int(sl.size),
             n_diverged_runs=int(g.groupby(["width", "seed"])["diverged"].first().sum()),
@@ -326,7 +324,6 @@ def claim_gram(summary: pd.DataFrame, runs: pd.DataFrame, th: dict | None = None
 
 
 # ---- Claims 5-6, from the theory records (``theory predict --run``)
-
 def run_fits(runs: pd.DataFrame) -> pd.DataFrame:
     """The per-run envelope fits (:func:`momentum_ntk.rates.fit_runs`) that claims 2 and 5 read, fitted once: the runs
     of the compared pair (methods.BASELINE, methods.ACCELERATED) and of every method with a theorem."""
@@ -336,11 +333,11 @@ def run_fits(runs: pd.DataFrame) -> pd.DataFrame:
 
 
 def bound_rates(theory: pd.DataFrame, fits: pd.DataFrame) -> pd.DataFrame:
-    """The theory rows (HB and NAG) with each run's fitted loss rate: ``rate_fitted`` = −slope of the envelope fit
-    (:func:`momentum_ntk.rates.fit_runs`, the rate claim 1 and Table 1 report), ``rate_ratio`` = rate_fitted /
+    """The theory rows of the methods with a theorem (HB, NAG), each with its run's fitted loss rate: ``rate_fitted``
+    = −slope of the envelope fit (rates.fit_runs, the rate claim 1 and Table 1 report), ``rate_ratio`` = rate_fitted /
     rate_theorem and, for ratio < 1, ``crossing_step`` k* = (log C − intercept)/(rate_theorem − rate_fitted), where
     the fitted envelope meets the bound C e^{−rate_theorem k} (NaN otherwise)."""
-    sub = theory[theory["method"].isin(["hb", "nag"])]
+    sub = theory[theory["method"].isin([m.name for m in methods.METHODS.values() if m.has_theorem])]
     out = sub.merge(fits[[*RUN_KEYS, "slope", "intercept"]], on=RUN_KEYS, how="left")
     out["rate_fitted"] = -out["slope"]
     out["rate_ratio"] = out["rate_fitted"] / out["rate_theorem"]
@@ -436,12 +433,10 @@ def claim_linearization(theory: pd.DataFrame, th: dict | None = None) -> pd.Data
 
 
 # ---- The registry: one record per claim. claims.md, claims.json and this module's docstring are generated from it.
-
 @dataclass(frozen=True)
 class Evidence:
-    """What the judging functions read: the aggregate summary and long runs table, the per-run loss-rate fits
-    (:func:`run_fits`, fitted once for claims 2 and 5), the theorem exponents per setting (from the NTK summaries; None
-    without them) and the theory stage's per-run records (None without them)."""
+    """What the judges read: the aggregate summary, the long run table, its per-run loss-rate fits (:func:`run_fits`,
+    fitted once), the theorem exponents per setting (NTK summaries) and the theory records (None: not given)."""
 
     summary: pd.DataFrame
     runs: pd.DataFrame
@@ -452,9 +447,8 @@ class Evidence:
 
 @dataclass(frozen=True)
 class Claim:
-    """One claim of the paper: its statement and where the paper makes it, its thresholds (name -> value, printed in
-    claims.md), the function that judges every setting (Evidence, thresholds -> DataFrame with 'verdict' and 'reason'),
-    the columns of its claims.md table and one text saying how it is judged."""
+    """One claim: statement, where the paper makes it, thresholds (name -> value, printed in claims.md), the judge of
+    every setting (Evidence, thresholds -> DataFrame with 'verdict', 'reason'), claims.md columns, how it is judged."""
 
     id: str
     statement: str
@@ -468,7 +462,6 @@ class Claim:
 
 
 _TRAJ_ERR_MAX = 0.10
-
 REGISTRY: tuple[Claim, ...] = (
     Claim(
         "linear_convergence", "HB and NAG converge linearly (training loss decays at a linear rate)", "§5.2, Fig. 2",
@@ -503,7 +496,7 @@ REGISTRY: tuple[Claim, ...] = (
         },
         lambda e, th: claim_nag_below(e.runs, e.fits, th),
         ("dataset", "width", "eta_divisor", "beta", "verdict", "frac_mean_below", "seed_frac_min", "n_compared",
-         "ratio_at_last", "rho_hb", "rho_nag", "reason"),
+         "ratio_at_last", f"rho_{methods.BASELINE}", f"rho_{methods.ACCELERATED}", "reason"),
         "Compared on non-tied iterations until both methods have reached a loss floor. holds: mean NAG < mean HB at ≥ "
         "frac_hold and every seed pair at ≥ seed_frac_hold. fails: ≤ frac_fail, or NAG alone diverged. ratio_at_last: "
         "mean NAG / mean HB at the last compared iteration.",
