@@ -1,4 +1,5 @@
-"""Tests of the claims stage (src/momentum_ntk/claims.py): verdicts on constructed runs where the answer is known.
+"""Tests of the claim judges (src/momentum_ntk/judges.py) and the claims stage (src/momentum_ntk/claims.py): verdicts
+on constructed runs where the answer is known.
 
 Run: PYTHONPATH=src python -m pytest tests/test_claims.py -q
 """
@@ -15,10 +16,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from momentum_ntk import claims
+from momentum_ntk import claims, judges
 from momentum_ntk.records import theory_row
 from momentum_ntk.aggregate import runs_to_arrow, summarize
-from momentum_ntk.claims import FAILS, HOLDS, INCONCLUSIVE
+from momentum_ntk.judges import FAILS, HOLDS, INCONCLUSIVE
 from momentum_ntk.entry import cli
 
 Curve = Callable[[np.ndarray, int], np.ndarray]
@@ -129,11 +130,11 @@ def test_too_short_runs_are_inconclusive() -> None:
 
 
 def test_interval_verdict() -> None:
-    assert claims.interval_verdict(-0.6, -0.4, -0.35, below=True) == HOLDS
-    assert claims.interval_verdict(-0.3, -0.1, -0.35, below=True) == FAILS
-    assert claims.interval_verdict(-0.41, -0.30, -0.35, below=True) == INCONCLUSIVE  # straddles the bar
-    assert claims.interval_verdict(0.1, 0.4, 0.0, below=False) == HOLDS
-    assert claims.interval_verdict(float("nan"), -0.4, -0.35, below=True) == INCONCLUSIVE
+    assert judges.interval_verdict(-0.6, -0.4, -0.35, below=True) == HOLDS
+    assert judges.interval_verdict(-0.3, -0.1, -0.35, below=True) == FAILS
+    assert judges.interval_verdict(-0.41, -0.30, -0.35, below=True) == INCONCLUSIVE  # straddles the bar
+    assert judges.interval_verdict(0.1, 0.4, 0.0, below=False) == HOLDS
+    assert judges.interval_verdict(float("nan"), -0.4, -0.35, below=True) == INCONCLUSIVE
 
 
 def test_distance_interval_straddling_the_bar_is_inconclusive() -> None:
@@ -231,7 +232,7 @@ def test_cli_writes_markdown_and_json_for_two_datasets(tmp_path: Path) -> None:
                                                                                       INCONCLUSIVE: 0}}
     lin_a = [s for s in by_id["linear_convergence"]["settings"] if s["dataset"] == "a"]
     assert all(s["theorem_exponent"] > 0 for s in lin_a)
-    assert report["thresholds"]["frac_hold"] == claims.THRESHOLDS["frac_hold"]
+    assert report["thresholds"]["frac_hold"] == judges.THRESHOLDS["frac_hold"]
     text = md.read_text()
     assert "| nag_below_hb" in text and "**fails** (0/3/0)" in text and "premise_ratio" in text
 
@@ -277,7 +278,7 @@ def theory_record(method: str = "nag", width: int = 100, seed: int = 0, *, datas
 
 def theory_verdicts(records: list[dict]) -> tuple[pd.DataFrame, pd.DataFrame]:
     theory = pd.DataFrame([theory_row(r) for r in records])
-    return claims.claim_bound(theory, long_table()), claims.claim_linearization(theory)
+    return judges.claim_bound(theory, judges.run_fits(long_table())), judges.claim_linearization(theory)
 
 
 def test_theorem_bound_holds_fails_inconclusive() -> None:
@@ -383,27 +384,28 @@ def test_registry_is_the_one_definition_of_each_claim():
     claim), table columns, and a 'how' text that the module docstring carries."""
     import inspect
 
-    ids = [c.id for c in claims.REGISTRY]
+    ids = [c.id for c in judges.REGISTRY]
     assert len(ids) == len(set(ids)) == 6
-    names = [k for c in claims.REGISTRY for k in c.thresholds]
-    assert len(names) == len(set(names)) and list(claims.THRESHOLDS) == names
-    for c in claims.REGISTRY:
-        called = [getattr(claims, n) for n in c.judge.__code__.co_names if n.startswith("claim_")]
+    names = [k for c in judges.REGISTRY for k in c.thresholds]
+    assert len(names) == len(set(names)) and list(judges.THRESHOLDS) == names
+    for c in judges.REGISTRY:
+        called = [getattr(judges, n) for n in c.judge.__code__.co_names if n.startswith("claim_")]
         assert len(called) == 1, c.id
         body = inspect.getsource(called[0])
         for name in c.thresholds:
             assert f'th["{name}"]' in body, (c.id, name)
         assert {"dataset", "verdict", "reason"} <= set(c.columns)
-        assert f"``{c.id}``" in claims.__doc__ and c.how.split(".")[0] in " ".join(claims.__doc__.split())
+        assert f"``{c.id}``" in judges.__doc__ and c.how.split(".")[0] in " ".join(judges.__doc__.split())
+        assert f"``{c.id}``" in claims.__doc__  # claims.md points readers to the stage's docstring
 
 
 @pytest.mark.slow
 def test_claims_md_and_json_come_from_the_registry(tiny_run):
     md = (tiny_run / "results/claims.md").read_text()
     report = json.loads((tiny_run / "results/claims.json").read_text())
-    assert [c["id"] for c in report["claims"]] == [c.id for c in claims.REGISTRY]
-    for c in claims.REGISTRY:
+    assert [c["id"] for c in report["claims"]] == [c.id for c in judges.REGISTRY]
+    for c in judges.REGISTRY:
         assert f"## {c.id}: {c.statement} ({c.paper})" in md and c.how in md
         rec = next(r for r in report["claims"] if r["id"] == c.id)
         assert (rec["statement"], rec["paper"]) == (c.statement, c.paper)
-    assert report["thresholds"] == claims.THRESHOLDS
+    assert report["thresholds"] == judges.THRESHOLDS

@@ -33,7 +33,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from momentum_ntk import defaults
+from momentum_ntk import defaults, methods
 from momentum_ntk.entry import cli
 from momentum_ntk.errors import UserError
 from momentum_ntk.io import atomic_path, read_record, read_table, rebuild_fix, write_parquet
@@ -157,15 +157,20 @@ def _std(x: pd.Series) -> float:
     return float(x.std(ddof=1)) if len(x) > 1 else (0.0 if len(x) == 1 else math.nan)
 
 
+# The seed-paired loss ratio columns of the summary: nag_hb_ratio_{gmean,min,max}_t{S} (accelerated / baseline).
+PAIR_RATIO = f"{methods.ACCELERATED}_{methods.BASELINE}_ratio"
+
+
 def _paired_ratios(per_run: pd.DataFrame, report_steps: Sequence[int]) -> pd.DataFrame:
-    """Per (dataset, width, eta_divisor, beta, seed): NAG loss / HB loss at each report step."""
+    """Per (dataset, width, eta_divisor, beta, seed): the accelerated method's loss / the baseline's (NAG / HB,
+    methods.ACCELERATED / methods.BASELINE) at each report step."""
     cols = [f"loss_t{s}" for s in report_steps]
     method = per_run["method"].str.lower()
-    nag = per_run[method == "nag"].set_index([*PAIR_KEYS, "seed"])[cols]
-    hb = per_run[method == "hb"].set_index([*PAIR_KEYS, "seed"])[cols]
-    common = nag.index.intersection(hb.index)
+    acc = per_run[method == methods.ACCELERATED].set_index([*PAIR_KEYS, "seed"])[cols]
+    base = per_run[method == methods.BASELINE].set_index([*PAIR_KEYS, "seed"])[cols]
+    common = acc.index.intersection(base.index)
     with np.errstate(divide="ignore", invalid="ignore"):
-        ratio = nag.loc[common] / hb.loc[common]
+        ratio = acc.loc[common] / base.loc[common]
     return ratio.reset_index()
 
 
@@ -189,8 +194,8 @@ def summarize(
       comparison; oscillation makes it unreliable); ``rate_osc_decades_max``: largest rise of the loss above its
       running minimum inside a window, in decades (how strongly the loss oscillates)
     - ``nag_hb_ratio_gmean_t{S}``, ``nag_hb_ratio_min_t{S}``, ``nag_hb_ratio_max_t{S}``, ``n_pairs``: on NAG rows only
-      (NaN elsewhere), the seed-paired ratio ℓ_NAG(S)/ℓ_HB(S) of the same (width, eta_divisor, beta, seed): geometric
-      mean, min and max over seeds
+      (NaN elsewhere), the seed-paired ratio ℓ_NAG(S)/ℓ_HB(S) (methods.ACCELERATED / methods.BASELINE) of the same
+      (width, eta_divisor, beta, seed): geometric mean, min and max over seeds
     - ``max_dist_final_mean``, ``max_dist_final_std``, ``max_dist_max_mean``, ``max_dist_max_max``
     - ``gram_ratio_min``: min over seeds and tracked steps of lambda_min_H / lambda0_rows; ``gram_ratio_min_mean``:
       mean over seeds of each seed's minimum
@@ -234,15 +239,15 @@ def summarize(
         row["rate_raw_slope_mean"] = float(g["raw_slope"].mean())
         row["rate_raw_r2_min"] = float(g["raw_r2"].min())
         row["rate_osc_decades_max"] = float(g["osc_decades"].max())
-        is_nag = str(key[1]).lower() == "nag"
-        pair = ratios.loc[(ratios[PAIR_KEYS] == [key[0], key[2], key[3], key[4]]).all(axis=1)] if is_nag else None
+        is_acc = str(key[1]).lower() == methods.ACCELERATED
+        pair = ratios.loc[(ratios[PAIR_KEYS] == [key[0], key[2], key[3], key[4]]).all(axis=1)] if is_acc else None
         row["n_pairs"] = int(len(pair)) if pair is not None else 0
         for s in report_steps:
             r = pair[f"loss_t{s}"].to_numpy() if pair is not None else np.array([])
             r = r[np.isfinite(r) & (r > 0)]
-            row[f"nag_hb_ratio_gmean_t{s}"] = float(np.exp(np.mean(np.log(r)))) if r.size else math.nan
-            row[f"nag_hb_ratio_min_t{s}"] = float(r.min()) if r.size else math.nan
-            row[f"nag_hb_ratio_max_t{s}"] = float(r.max()) if r.size else math.nan
+            row[f"{PAIR_RATIO}_gmean_t{s}"] = float(np.exp(np.mean(np.log(r)))) if r.size else math.nan
+            row[f"{PAIR_RATIO}_min_t{s}"] = float(r.min()) if r.size else math.nan
+            row[f"{PAIR_RATIO}_max_t{s}"] = float(r.max()) if r.size else math.nan
         row["max_dist_final_mean"] = float(g["max_dist_final"].mean())
         row["max_dist_final_std"] = _std(g["max_dist_final"])
         row["max_dist_max_mean"] = float(g["max_dist_max"].mean())

@@ -1,4 +1,5 @@
-"""A measured verdict (holds / fails / inconclusive) on each of the paper's claims, per dataset and setting.
+"""The claims stage: reads the aggregate, NTK and theory outputs, has every claim judged, writes claims.json and
+claims.md.
 
 Run::
 
@@ -11,37 +12,61 @@ Run::
 ``--runs`` may also be the single results/aggregate/all_runs.parquet. ``--ntk-summary`` is optional: it adds the
 theorem's per-iteration exponent beside the fitted one in claim 1 (numbers only; it does not change a verdict).
 ``--theory results/theory/<dataset>/<method>/m*_c*_b*_s*.json ...`` (optional: the records of ``theory predict --run``)
-adds claims 5 and 6.
+adds claims 5 and 6; ``--theory-pred`` (their prediction Parquets) adds the width slope of the linearization error.
 
-Claims (paper §4-§5): the records of :data:`REGISTRY`, one per claim, hold its statement, paper reference,
-thresholds, judging function, table columns and how it is judged; claims.md, claims.json and the list at the end
-of this docstring are generated from them. Each judging function's docstring has the details.
+The judging itself lives in :mod:`momentum_ntk.judges`: one registry record per claim (statement, paper reference,
+thresholds, judging function, table columns, how it is judged), from which claims.md, claims.json and the list at
+the end of this docstring are generated. This module holds the stage's side: :func:`evaluate` builds the judges'
+inputs (theorem exponents from the NTK summaries, the per-run rate fits, fitted once) and runs every judge,
+:func:`to_json` and :func:`to_markdown` render the verdicts, :func:`main` is the CLI.
 
-Per dataset and claim: fails if any setting fails, holds if all hold, inconclusive otherwise.
+Per dataset and claim (:func:`dataset_verdict`): fails if any setting fails, holds if all hold, inconclusive
+otherwise.
 """
 
 from __future__ import annotations
 
 import argparse
 import math
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from momentum_ntk.records import load_predictions, read_ntk_summary, read_runs_table, read_summary, read_theory_records
-from momentum_ntk.rates import fit_runs, theorem_table, width_exponents
-from momentum_ntk.tables import PAIR_KEYS, RUN_KEYS, SERIES_KEYS, SETTING_KEYS
-from momentum_ntk import defaults, uncertainty
-from momentum_ntk.compare import TRAJ_STEPS, width_slope_uncertainty
+from momentum_ntk import defaults, judges
 from momentum_ntk.entry import cli
 from momentum_ntk.errors import UserError
 from momentum_ntk.io import atomic_path, write_json
 from momentum_ntk.names import beta_text
+from momentum_ntk.rates import theorem_table
+from momentum_ntk.records import load_predictions, read_ntk_summary, read_runs_table, read_summary, read_theory_records
+from momentum_ntk.tables import SETTING_KEYS
 
-HOLDS, FAILS, INCONCLUSIVE = "holds", "fails", "inconclusive"
+__doc__ = (__doc__ or "") + "\n" + judges.registry_doc() + "\n"
+
+def evaluate(summary: pd.DataFrame, runs: pd.DataFrame, ntk: Sequence[dict] = (), th: dict | None = None,
+             theory: pd.DataFrame | None = None) -> dict:
+    """Claims 1-4, and 5-6 when ``theory`` records are given: {claim id: DataFrame of settings with 'verdict' and
+    'reason' columns}. The judges' inputs (:class:`momentum_ntk.judges.Evidence`) are built here once: the theorem
+    exponents per setting from the NTK summaries and the per-run loss-rate fits (:func:`momentum_ntk.judges.run_fits`)
+    that claims 2 and 5 share."""
+    th = judges.THRESHOLDS if th is None else th
+    have = summary["dataset"].astype(str).isin([str(r["dataset"]) for r in ntk])  # NaN for a dataset without one
+    theorem = theorem_table(summary[have], ntk)[[*SETTING_KEYS, "theorem_exponent"]] if ntk else None
+    evidence = judges.Evidence(summary, runs, judges.run_fits(runs), theorem, theory)
+    return {c.id: c.judge(evidence, th) for c in judges.REGISTRY if theory is not None or not c.needs_theory}
+
+
+def dataset_verdict(verdicts: Sequence[str]) -> str:
+    """fails if any setting fails, holds if all hold, inconclusive otherwise (also when there are none)."""
+    v = list(verdicts)
+    if judges.FAILS in v:
+        return judges.FAILS
+    if v and all(x == judges.HOLDS for x in v):
+        return judges.HOLDS
+    return judges.INCONCLUSIVE
+
 
 def _fmt(x: Any, nd: int = 3) -> str:
     if isinstance(x, (bool, np.bool_)):
@@ -51,654 +76,6 @@ def _fmt(x: Any, nd: int = 3) -> str:
     if isinstance(x, (float, np.floating)):
         return "nan" if not math.isfinite(x) else f"{x:.{nd}g}"
     return str(x)
-
-
-# --------------------------------------------------------------------------------------------------------------------
-# The four claims
-
-
-def claim_linear(summary: pd.DataFrame, theorem: pd.DataFrame | None = None, th: dict | None = None) -> pd.DataFrame:
-    """Claim 1 per setting from the aggregate summary.
-
-    ``linear_convergence`` (per dataset, method, m, η, β): HB and NAG converge linearly. Uses the aggregate
-    stage's per-seed least-squares fit of log L vs iteration, L the running minimum of the loss (its lower
-    envelope: momentum makes ℓ oscillate, and the envelope of an oscillating linear recursion decays exactly
-    geometrically), over the window from the first 10× drop of the loss to the end of the run or a detected
-    floor. R² is that of the envelope fit. holds: no seed diverged, every seed's ρ = exp(slope) < 1, the worst
-    seed's R² ≥ r2_hold, the fitted window spans ≥ min_decades of loss (all seeds) and covers ≥ min_coverage of
-    the run before its floor (all seeds). fails: a seed diverged; the envelope of a seed does not decay (ρ ≥ 1:
-    no new low in the window, or the loss stalls at a level ≥ stall_ratio·ℓ(0)); or a fit spanning ≥ min_decades
-    has R² < r2_fail (a decay, but not a linear one). Otherwise inconclusive (too little decay or too short a
-    window to tell, R² in between, or the loss levels off above max_floor_ratio·ℓ(0): a plateau, or a floor set
-    by low precision such as TF32).
-    """
-    th = THRESHOLDS if th is None else th
-    rows = []
-    for _, r in summary.iterrows():
-        row = {k: r[k] for k in SETTING_KEYS}
-        row.update(n_seeds=int(r["n_seeds"]), n_diverged=int(r["n_diverged"]), rho=float(r["rate_rho"]),
-                   rho_max=float(r["rate_rho_max"]), r2_min=float(r["rate_r2_min"]),
-                   decades_min=float(r["rate_decades_min"]), coverage=float(r["rate_coverage_min"]),
-                   floor_ratio_max=float(r["rate_floor_ratio_max"]),
-                   osc_decades=float(r.get("rate_osc_decades_max", math.nan)),
-                   window=f"{r['rate_start_mean']:.0f}-{r['rate_end_mean']:.0f}")
-        if row["n_diverged"] > 0:
-            v, why = FAILS, f"{row['n_diverged']}/{row['n_seeds']} seeds diverged"
-        elif not math.isfinite(row["rho_max"]):
-            v, why = INCONCLUSIVE, "no rate could be fitted"
-        elif row["rho_max"] >= 1:
-            v, why = FAILS, (f"a seed's loss envelope does not decay (ρ_max = {row['rho_max']:.4g} >= 1: no new low "
-                             "in the fitted window)")
-        elif row["floor_ratio_max"] >= th["stall_ratio"]:
-            v, why = FAILS, (f"the loss stalls at {row['floor_ratio_max']:.2g}·ℓ(0) (>= {th['stall_ratio']:g}): it "
-                             "stops decaying")
-        elif row["decades_min"] >= th["min_decades"] and row["r2_min"] < th["r2_fail"]:
-            v, why = FAILS, (f"R² {row['r2_min']:.3f} < {th['r2_fail']} over {row['decades_min']:.1f} decades: "
-                             "not linear")
-        elif row["floor_ratio_max"] > th["max_floor_ratio"]:
-            v, why = INCONCLUSIVE, (f"the loss levels off at {row['floor_ratio_max']:.2g}·ℓ(0) (> "
-                                    f"{th['max_floor_ratio']:g}): a plateau, or a low-precision floor")
-        elif (row["r2_min"] >= th["r2_hold"] and row["decades_min"] >= th["min_decades"]
-              and row["coverage"] >= th["min_coverage"]):
-            v, why = HOLDS, (f"ρ = {row['rho']:.5g} < 1, R² >= {row['r2_min']:.3f} over >= "
-                             f"{row['decades_min']:.1f} decades, >= {row['coverage']:.0%} of the run")
-        else:
-            parts = []
-            if row["decades_min"] < th["min_decades"]:
-                parts.append(f"only {row['decades_min']:.2g} decades fitted (< {th['min_decades']})")
-            if row["r2_min"] < th["r2_hold"]:
-                parts.append(f"R² {row['r2_min']:.3f} < {th['r2_hold']}")
-            if not row["coverage"] >= th["min_coverage"]:
-                parts.append(f"window covers {row['coverage']:.0%} of the run (< {th['min_coverage']:.0%})")
-            v, why = INCONCLUSIVE, "; ".join(parts)
-        row.update(verdict=v, reason=why)
-        rows.append(row)
-    out = pd.DataFrame(rows)
-    if theorem is not None and not out.empty:
-        out = out.merge(theorem, on=SETTING_KEYS, how="left")
-        out["fitted_over_theorem"] = -np.log(out["rho"]) / out["theorem_exponent"]
-    return out
-
-
-def _compare_pair(hb: pd.DataFrame, nag: pd.DataFrame, cutoff: float, tie_rtol: float) -> dict[str, Any]:
-    """Fractions of compared iterations where NAG < HB: for the seed means and per seed pair."""
-    def wide(g: pd.DataFrame) -> pd.DataFrame:
-        w = g.pivot_table(index="step", columns="seed", values="loss", aggfunc="first")
-        return w.where(np.isfinite(w))
-
-    h, n = wide(hb), wide(nag)
-    steps = h.index.intersection(n.index)
-    steps = steps[steps < cutoff]
-    h, n = h.loc[steps], n.loc[steps]
-    hm, nm = h.mean(axis=1, skipna=False), n.mean(axis=1, skipna=False)
-    ok = np.isfinite(hm) & np.isfinite(nm) & ((hm - nm).abs() > tie_rtol * hm.abs())
-    frac = float((nm[ok] < hm[ok]).mean()) if ok.any() else math.nan
-    seed_fracs = []
-    for s in h.columns.intersection(n.columns):
-        a, b = h[s], n[s]
-        k = np.isfinite(a) & np.isfinite(b) & ((a - b).abs() > tie_rtol * a.abs())
-        if k.any():
-            seed_fracs.append(float((b[k] < a[k]).mean()))
-    last = steps[ok.to_numpy()][-1] if ok.any() else None
-    return {
-        "n_compared": int(ok.sum()),
-        "first_compared": int(steps[ok.to_numpy()][0]) if ok.any() else -1,
-        "last_compared": int(last) if last is not None else -1,
-        "frac_mean_below": frac,
-        "n_seed_pairs": len(seed_fracs),
-        "seed_frac_mean": float(np.mean(seed_fracs)) if seed_fracs else math.nan,
-        "seed_frac_min": float(np.min(seed_fracs)) if seed_fracs else math.nan,
-        "ratio_at_last": float(nm.loc[last] / hm.loc[last]) if last is not None else math.nan,
-    }
-
-
-def _first_floor(fits: pd.DataFrame) -> float:
-    """Earliest detected floor step over the seeds of one method; inf if none of them levels off."""
-    floors = fits["floor_step"].to_numpy(dtype=float)
-    return float(np.nanmin(floors)) if np.isfinite(floors).any() else math.inf
-
-
-def claim_nag_below(runs: pd.DataFrame, th: dict | None = None) -> pd.DataFrame:
-    """Claim 2 per (dataset, width, eta_divisor, beta) from the long run table (see module docstring).
-
-    ``nag_below_hb`` (per dataset, m, η, β): NAG's loss lies below HB's at the same iteration. Compared on
-    iterations where the two are not tied (steps 0 and 1 coincide by construction), both runs exist, and not
-    both methods have reached their loss floor yet (once both sit on a floor, which is lower is noise; a plateau
-    of only one method is compared in full). holds: the seed-mean NAG loss is below the seed-mean HB loss at ≥
-    frac_hold of them and every seed pair has NAG below at ≥ seed_frac_hold of them. fails: mean NAG below at ≤
-    frac_fail of them, or NAG diverged where HB did not. inconclusive: fewer than min_compared_steps compared
-    iterations, HB diverged, or in between.
-    """
-    th = THRESHOLDS if th is None else th
-    runs = runs.assign(method=runs["method"].str.lower())
-    fits = fit_runs(runs[runs["method"].isin(["hb", "nag"])])
-    rows = []
-    for key, g in runs[runs["method"].isin(["hb", "nag"])].groupby(PAIR_KEYS, sort=True):
-        hb, nag = g[g["method"] == "hb"], g[g["method"] == "nag"]
-        row = dict(zip(PAIR_KEYS, key))
-        if hb.empty or nag.empty:
-            row.update(verdict=INCONCLUSIVE, reason=f"only {'HB' if nag.empty else 'NAG'} runs present")
-            rows.append(row)
-            continue
-        f = fits[(fits[PAIR_KEYS] == list(key)).all(axis=1)]
-        cutoff = max(_first_floor(f[f["method"] == m]) for m in ("hb", "nag"))
-        hb_div, nag_div = bool(hb["diverged"].any()), bool(nag["diverged"].any())
-        row.update(_compare_pair(hb, nag, cutoff, th["tie_rtol"]))
-        row.update(hb_diverged=hb_div, nag_diverged=nag_div, floor_cutoff=cutoff,
-                   rho_hb=float(np.exp(f.loc[f["method"] == "hb", "slope"].mean())),
-                   rho_nag=float(np.exp(f.loc[f["method"] == "nag", "slope"].mean())))
-        fm, sm = row["frac_mean_below"], row["seed_frac_min"]
-        if nag_div and not hb_div:
-            v, why = FAILS, "NAG diverged where HB did not"
-        elif hb_div:
-            v, why = INCONCLUSIVE, "HB diverged" + (" (and NAG)" if nag_div else "")
-        elif row["n_compared"] < th["min_compared_steps"]:
-            v, why = INCONCLUSIVE, f"only {row['n_compared']} comparable iterations (< {th['min_compared_steps']})"
-        elif fm >= th["frac_hold"] and sm >= th["seed_frac_hold"]:
-            v, why = HOLDS, (f"mean NAG < mean HB at {fm:.1%} of {row['n_compared']} iterations; worst seed pair "
-                             f"{sm:.1%}")
-        elif fm <= th["frac_fail"]:
-            v, why = FAILS, (f"mean NAG < mean HB at only {fm:.1%} of {row['n_compared']} iterations "
-                             f"(NAG at or above HB at {1 - fm:.1%})")
-        else:
-            v, why = INCONCLUSIVE, (f"mean NAG below at {fm:.1%}, worst seed pair {sm:.1%} (holds needs "
-                                    f"{th['frac_hold']:.0%} / {th['seed_frac_hold']:.0%}, fails at <= "
-                                    f"{th['frac_fail']:.0%})")
-        row.update(verdict=v, reason=why)
-        rows.append(row)
-    return pd.DataFrame(rows)
-
-
-def claim_width_scaling(runs: pd.DataFrame, th: dict | None = None) -> pd.DataFrame:
-    """Claim 3 per (dataset, method, eta_divisor, beta) from the long run table (see module docstring).
-
-    ``distance_width_scaling`` (per dataset, method, η, β): max_r‖w_r(t) − w_r(0)‖ shrinks with m like O(1/√m).
-    Exponent: least-squares slope of log(final max distance) vs log m per seed; their mean, and the reported
-    interval [slope_lo, slope_hi] of that mean (the union of a seed bootstrap and the spread over drop-one-width
-    subsets, :func:`_exponent_uncertainty`). The verdict comes from the interval (:func:`interval_verdict`): holds
-    when all of it is ≤ −1/2 + slope_tol, fails when all of it is above, inconclusive when it straddles the bar or
-    there are fewer than min_widths widths. ``matches_minus_half`` says whether |mean + 1/2| ≤ slope_tol.
-    """
-    th = THRESHOLDS if th is None else th
-    runs = runs.assign(method=runs["method"].str.lower())
-    expo = width_exponents(runs)
-    keys = SERIES_KEYS
-    rows = []
-    for key, g in runs.groupby(keys, sort=True):
-        e = expo[(expo[keys] == list(key)).all(axis=1)] if not expo.empty else expo
-        sl = e["slope"].to_numpy(dtype=float) if not e.empty else np.array([])
-        sl = sl[np.isfinite(sl)]
-        n_w = int(e["n_widths"].max()) if not e.empty else 0
-        row = dict(zip(keys, key))
-        row.update(
-            widths=",".join(str(int(w)) for w in sorted(g["width"].unique())), n_widths=n_w, n_seeds=int(sl.size),
-            n_diverged_runs=int(g.groupby(["width", "seed"])["diverged"].first().sum()),
-            slope_mean=float(sl.mean()) if sl.size else math.nan,
-            slope_std=float(sl.std(ddof=1)) if sl.size > 1 else (0.0 if sl.size == 1 else math.nan),
-            slope_min=float(sl.min()) if sl.size else math.nan, slope_max=float(sl.max()) if sl.size else math.nan,
-        )
-        row["matches_minus_half"] = bool(sl.size and abs(row["slope_mean"] + 0.5) <= th["slope_tol"])
-        unc = _exponent_uncertainty(g)
-        row.update(slope_lo=unc["lo"], slope_hi=unc["hi"], slope_ci_lo=unc["ci_lo"], slope_ci_hi=unc["ci_hi"],
-                   fit_step=unc["fit_step"])
-        bar = -0.5 + th["slope_tol"]
-        if n_w < th["min_widths"] or not sl.size:
-            v, why = INCONCLUSIVE, f"{n_w} usable width(s) (< {th['min_widths']})"
-        else:
-            v = interval_verdict(unc["lo"], unc["hi"], bar, below=True)
-            where = {HOLDS: "all of it ≤", FAILS: "all of it above", INCONCLUSIVE: "it straddles"}[v]
-            why = (f"interval of the exponent [{unc['lo']:+.3f}, {unc['hi']:+.3f}]: {where} the bar −1/2 + "
-                   f"{th['slope_tol']:g} = {bar:+.2f}")
-            if v == HOLDS and not row["matches_minus_half"]:
-                why += "; decays faster than 1/√m"
-        if row["n_diverged_runs"]:
-            why += f"; {row['n_diverged_runs']} diverged run(s) left out"
-        if sl.size:
-            interval = uncertainty.interval_text(row["slope_mean"], (unc["ci_lo"], unc["ci_hi"]),
-                                                 (unc["spec_lo"], unc["spec_hi"]))
-            why += f"; exponent {interval}, fitted on m = {row['widths']} at step {unc['fit_step']}"
-        row.update(verdict=v, reason=why)
-        rows.append(row)
-    return pd.DataFrame(rows)
-
-
-def interval_verdict(lo: float, hi: float, bar: float, *, below: bool) -> str:
-    """The verdict of a claim that a quantity lies below (``below``) or above ``bar``, from its reported interval
-    [lo, hi]: holds when the whole interval is on the claimed side (the bar itself counts as that side), fails when
-    the whole interval is on the other side, inconclusive when it straddles the bar or is not finite."""
-    if not (math.isfinite(lo) and math.isfinite(hi)):
-        return INCONCLUSIVE
-    if not below:
-        lo, hi, bar = -hi, -lo, -bar
-    if hi <= bar:
-        return HOLDS
-    if lo > bar:
-        return FAILS
-    return INCONCLUSIVE
-
-
-def _exponent_uncertainty(runs: pd.DataFrame) -> dict[str, Any]:
-    """Seed bootstrap and drop-one-width range of the mean distance exponent of one setting (final step of each
-    non-diverged run), and the step the distances were taken at."""
-    last = runs.sort_values("step").groupby(["width", "seed"], sort=True).tail(1)
-    last = last[~last["diverged"] & np.isfinite(last["max_dist"]) & (last["max_dist"] > 0)]
-    unc = uncertainty.exponent_summary(last, value="max_dist")
-    return unc | {"fit_step": int(last["step"].max()) if len(last) else -1}
-
-
-# The width slopes claims.md reports: name -> (column of compare.run_errors, what it is).
-SLOPE_STATISTICS = {
-    "lin_h0": ("max_traj_err_lin_h0", "sup_{k≤T} e(k), H(0)"),
-    "lin_inf": ("max_traj_err_lin_inf", "sup_{k≤T} e(k), H∞"),
-    **{f"lin_h0_k{k}": (f"traj_err_lin_h0_k{k}", f"e({k}), H(0)") for k in TRAJ_STEPS},
-}
-
-
-def width_slopes(curves_by_dataset: dict[str, Any], fraction: float) -> dict[str, dict[str, dict[str, Any]]]:
-    """Per dataset, the width slope of the trajectory error e(k) (sup up to each run's T for the H(0) and H∞
-    linearizations, and e at the fixed steps for H(0)) with its uncertainty
-    (:func:`momentum_ntk.compare.width_slope_uncertainty`): {dataset: {statistic: {...}}}, the statistics of
-    :data:`SLOPE_STATISTICS`."""
-
-    return {ds: {name: width_slope_uncertainty(pred.curves, col, fraction=fraction)
-                 for name, (col, _) in SLOPE_STATISTICS.items()} for ds, pred in curves_by_dataset.items()}
-
-
-def gram_per_run(runs: pd.DataFrame) -> pd.DataFrame:
-    """Per run: λmin(H(0))/λ0 (``h0_ratio``), the minimum of λmin(H(t))/λ0 over the tracked steps (``min_ratio``) and
-    the step where it occurs (``min_step``), the tracked-step count and λmin's minimum; λ0 = lambda0_rows."""
-    rows = []
-    for key, g in runs.groupby(RUN_KEYS, sort=True):
-        g = g[np.isfinite(g["lambda_min_H"])].sort_values("step")
-        lam0 = float(g["lambda0_rows"].iloc[0]) if len(g) else math.nan
-        ratio = g["lambda_min_H"].to_numpy(dtype=float) / lam0 if len(g) and lam0 > 0 else np.array([])
-        at0 = ratio[g["step"].to_numpy() == 0] if ratio.size else ratio
-        i = int(np.argmin(ratio)) if ratio.size else -1
-        rows.append({**dict(zip(RUN_KEYS, key)), "n_tracked": int(len(g)),
-                     "h0_ratio": float(at0[0]) if at0.size else math.nan,
-                     "min_ratio": float(ratio[i]) if i >= 0 else math.nan,
-                     "min_step": int(g["step"].iloc[i]) if i >= 0 else -1,
-                     "lambda_min_H_min": float(g["lambda_min_H"].min()) if len(g) else math.nan})
-    return pd.DataFrame(rows, columns=[*RUN_KEYS, "n_tracked", "h0_ratio", "min_ratio", "min_step",
-                                       "lambda_min_H_min"])
-
-
-def claim_gram(summary: pd.DataFrame, runs: pd.DataFrame, th: dict | None = None) -> pd.DataFrame:
-    """Claim 4 per setting: Lemma 3's λmin(H(t)) ≥ λ0/2, with its premise (Lemma 2) told apart from drift.
-
-    ``gram_stays_pd`` (per dataset, method, m, η, β): H(t) stays positive definite with λmin(H(t)) ≥ λ0/2 (Lemma
-    3), λ0 = lambda0_rows, λmin of H∞ on the tracked rows. Lemma 3 starts from Lemma 2's λmin(H(0)) ≥ ¾λ0
-    (premise_ratio) and bounds the drift after it. Columns: h0_ratio_min (worst seed's λmin(H(0))/λ0),
-    n_premise_failed (seeds below premise_ratio at initialisation), gram_ratio_min (min over seeds and tracked
-    steps of λmin(H(t))/λ0) and min_step (the worst seed's step of that minimum). holds: gram_ratio_min ≥
-    gram_ratio. fails: below it; the reason says whether the premise already failed at initialisation or H(t)
-    drifted below from a start that met it. inconclusive: no tracked eigenvalue, λ0 missing, or a diverged run
-    whose tracked minimum is ≥ ½.
-    """
-    th = THRESHOLDS if th is None else th
-    per_run = gram_per_run(runs)
-    rows = []
-    for _, r in summary.iterrows():
-        key = tuple(r[k] for k in SETTING_KEYS)
-        g = per_run[(per_run[SETTING_KEYS] == list(key)).all(axis=1)]
-        row = {k: r[k] for k in SETTING_KEYS}
-        ok = g[np.isfinite(g["min_ratio"])]
-        worst = ok.loc[ok["min_ratio"].idxmin()] if len(ok) else None
-        row.update(n_seeds=int(r["n_seeds"]), n_diverged=int(r["n_diverged"]),
-                   gram_ratio_min=float(worst["min_ratio"]) if worst is not None else math.nan,
-                   gram_ratio_min_mean=float(ok["min_ratio"].mean()) if len(ok) else math.nan,
-                   min_step=int(worst["min_step"]) if worst is not None else -1,
-                   h0_ratio_min=float(ok["h0_ratio"].min()) if len(ok) else math.nan,
-                   h0_ratio_max=float(ok["h0_ratio"].max()) if len(ok) else math.nan,
-                   n_premise_failed=int((ok["h0_ratio"] < th["premise_ratio"]).sum()),
-                   n_tracked_min=int(g["n_tracked"].min()) if len(g) else 0,
-                   lambda_min_H_min=float(g["lambda_min_H_min"].min()) if len(g) else math.nan)
-        row["positive_definite"] = bool(row["lambda_min_H_min"] > 0)
-        ratio, lo, hi, npf = row["gram_ratio_min"], row["h0_ratio_min"], row["h0_ratio_max"], row["n_premise_failed"]
-        start = (f"λmin(H(0))/λ0 = {lo:.2f}–{hi:.2f}" if len(ok) > 1 else f"λmin(H(0))/λ0 = {lo:.2f}")
-        if not math.isfinite(ratio) or row["n_tracked_min"] == 0:
-            v, why = INCONCLUSIVE, "no tracked λmin(H(t)) or λ0 of the tracked rows"
-        elif ratio < th["gram_ratio"]:
-            low = (f"min λmin(H(t))/λ0 = {ratio:.3f} < {th['gram_ratio']:g} (step {row['min_step']})"
-                   + ("" if row["positive_definite"] else "; H(t) not even positive definite"))
-            if npf:
-                v, why = FAILS, (f"premise fails at initialisation: {start}, below ¾ (Lemma 2) in {npf}/{len(ok)} "
-                                 f"seed(s); {low}")
-            else:
-                v, why = FAILS, f"drift: the premise holds ({start} ≥ ¾ in every seed), then {low}"
-        elif row["n_diverged"]:
-            v, why = INCONCLUSIVE, f"{row['n_diverged']} seed(s) diverged; tracked minimum {ratio:.3f}"
-        else:
-            v, why = HOLDS, (f"min λmin(H(t))/λ0 = {ratio:.3f} >= {th['gram_ratio']:g} ({row['n_tracked_min']}+ "
-                             f"steps); {start}")
-        row.update(verdict=v, reason=why)
-        rows.append(row)
-    return pd.DataFrame(rows)
-
-
-# --------------------------------------------------------------------------------------------------------------------
-# Claims 5-6, from the theory records (``theory predict --run``)
-
-def bound_rates(theory: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
-    """The theory rows (HB and NAG) with each run's fitted loss rate beside the theorem's exponent.
-
-    ``rate_fitted`` = −slope of the lower-envelope fit of :func:`momentum_ntk.rates.fit_runs` (the rate claim 1 and
-    Table 1 report), ``rate_ratio`` = rate_fitted / rate_theorem, and for a slower rate (ratio < 1) ``crossing_step``:
-    where the fitted envelope, log ℓ ≈ intercept − rate_fitted·k, meets the bound, log C − rate_theorem·k, i.e.
-    k* = (log C − intercept) / (rate_theorem − rate_fitted) with C the bound's prefactor (NaN otherwise).
-    """
-    sub = theory[theory["method"].isin(["hb", "nag"])]
-    fits = fit_runs(runs[runs["method"].isin(["hb", "nag"])])[[*RUN_KEYS, "slope", "intercept"]]
-    out = sub.merge(fits, on=RUN_KEYS, how="left")
-    out["rate_fitted"] = -out["slope"]
-    out["rate_ratio"] = out["rate_fitted"] / out["rate_theorem"]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        k = (np.log(out["bound_prefactor"]) - out["intercept"]) / (out["rate_theorem"] - out["rate_fitted"])
-    out["crossing_step"] = np.where(out["rate_ratio"] < 1.0, k, np.nan)
-    return out
-
-
-def claim_bound(theory: pd.DataFrame, runs: pd.DataFrame, th: dict | None = None) -> pd.DataFrame:
-    """Claim 5 per setting (HB and NAG): the measured loss stays below the theorem's bound, and keeps doing so.
-
-    ``theorem_bound_holds`` (per dataset, method hb/nag, m, η, β; needs ``--theory``): the measured loss stays
-    below the bound of Theorem 1 (HB, eq. 28) / Theorem 2 (NAG, eq. 29), C·e^{−r_thm k}, evaluated with the run's η
-    (s = η, t = k√η), λ0 of H∞ and ℓ̂(0) = ½Δ0ᵀH(0)Δ0 of the run's own initialisation. The prefactor C is
-    6ℓ̂(0)/λ0 (HB) or 26ℓ̂(0)/(3λ0) (NAG), hundreds of times ℓ(0) here (``prefactor_over_loss0``), so within a run
-    the check mostly tests the rate: a run whose loss decays more slowly than e^{−r_thm k} crosses the bound later,
-    however far below it is now. holds: every seed is at or below the bound at every checked step (slack =
-    max measured/bound < 1) *and* every seed's fitted rate is at least the theorem's exponent (``rate_ratio_min``
-    ≥ min_rate_ratio, :func:`bound_rates`). fails: a seed above the bound at some step, or a seed whose rate is
-    slower, with the step where its fitted envelope crosses the bound (``crossing_step``, extrapolated). inconclusive:
-    fewer than bound_min_steps checked steps, or no fitted rate. The theorems assume the ODE damping α = λ0/2, i.e.
-    β = (1 − √(λ0η/2))/(1 + √(λ0η/2)) (``beta_theorem``), and m = Ω(n⁶/λ0⁴); the runs use the paper's experimental
-    β and m, so this checks the bound as the paper applies it to its experiments.
-    """
-    th = THRESHOLDS if th is None else th
-    rows = []
-    sub = bound_rates(theory, runs)
-    for key, g in sub.groupby(SETTING_KEYS, sort=True):
-        violated = g[g["fraction_holds"] < 1.0]
-        slow = g[g["rate_ratio"] < th["min_rate_ratio"]]
-        first = violated["first_violation_step"].min() if not violated.empty else math.nan
-        row = dict(zip(SETTING_KEYS, key))
-        row.update(n_seeds=len(g), steps_checked_min=int(g["steps_checked"].min()),
-                   fraction_holds_min=float(g["fraction_holds"].min()), n_seeds_violated=len(violated),
-                   first_violation_step=first, max_measured_over_bound=float(g["max_measured_over_bound"].max()),
-                   violation_loss_ratio=float(violated["violation_loss_ratio"].max()) if not violated.empty
-                   else math.nan, rate_ratio_min=float(g["rate_ratio"].min()),
-                   rate_ratio_max=float(g["rate_ratio"].max()), n_seeds_slower=len(slow),
-                   crossing_step=float(slow["crossing_step"].min()) if not slow.empty else math.nan,
-                   prefactor_over_loss0=float((g["bound_prefactor"] / g["loss0"]).median()),
-                   beta_theorem=float(g["beta_theorem"].iloc[0]))
-        slack, ratio = row["max_measured_over_bound"], row["rate_ratio_min"]
-        sizes = (f"slack max ℓ/bound = {slack:.2g}, fitted rate / theorem's = {ratio:.2f}–{row['rate_ratio_max']:.2f}; "
-                 f"the prefactor is {row['prefactor_over_loss0']:.3g}·ℓ(0)")
-        if row["steps_checked_min"] < th["bound_min_steps"]:
-            v, why = INCONCLUSIVE, (f"only {row['steps_checked_min']} steps with a measured loss and a bound "
-                                    f"(< {th['bound_min_steps']:g})")
-        elif len(violated):
-            v, why = FAILS, (f"measured loss above the bound in {len(violated)}/{len(g)} seed(s): at "
-                             f"{1 - row['fraction_holds_min']:.1%} of the steps of the worst seed, first at step "
-                             f"{first:.0f} (then ℓ = {row['violation_loss_ratio']:.2g}·ℓ(0)); max measured/bound "
-                             f"{slack:.3g}; fitted rate / theorem's = {ratio:.2f}–{row['rate_ratio_max']:.2f}")
-        elif not math.isfinite(ratio):
-            v, why = INCONCLUSIVE, f"below the bound at every step, but no loss rate could be fitted; {sizes}"
-        elif len(slow):
-            v, why = FAILS, (f"below the bound within the run, but the fitted rate is slower than the theorem's in "
-                             f"{len(slow)}/{len(g)} seed(s) (ratio {ratio:.2f} < {th['min_rate_ratio']:g}): the "
-                             f"fitted envelope crosses the bound at step ≈ {row['crossing_step']:.3g} "
-                             f"(extrapolated); {sizes}")
-        else:
-            v, why = HOLDS, (f"measured ≤ bound at every checked step (≥ {row['steps_checked_min']} per seed) and "
-                             f"every seed decays at least at the theorem's rate; {sizes}")
-        row.update(verdict=v, reason=why)
-        rows.append(row)
-    return pd.DataFrame(rows)
-
-
-def claim_linearization(theory: pd.DataFrame, th: dict | None = None) -> pd.DataFrame:
-    """Claim 6 per setting: the network's outputs follow the H(0)-linearized model's, within traj_err_max, up to T.
-
-    ``linearization_accurate`` (per dataset, method, m, η, β; needs ``--theory``): e(k) = ‖u(k) − u_lin(k)‖ /
-    ‖u(0) − y‖ (momentum_ntk.trajectory) of the model linearized at the run's W(0) (kernel H(0)), the error NTK
-    theory bounds uniformly in time, taken as its sup over k ≤ T; T is each run's horizon from its record
-    (:func:`momentum_ntk.compare.horizon_step`, the one definition: the last step ≤ analysis.theory_horizon of the
-    run before the loss falls below 1e-4·ℓ(0)). holds: every seed's sup_{k≤T} e(k) ≤ traj_err_max. fails: every
-    seed above it. inconclusive: seeds on both sides, or no seed with T ≥ min_horizon_steps. Reported beside: e at
-    fixed steps, the H∞ linearization's sup, and the relative loss error max_{k≤T} |ℓ_lin − ℓ|/ℓ (descriptive
-    only: it peaks where an oscillating loss passes through a trough, i.e. it measures a phase offset).
-    """
-    th = THRESHOLDS if th is None else th
-    x = th["traj_err_max"]
-    rows = []
-    for key, g in theory.groupby(SETTING_KEYS, sort=True):
-        ok = g[(g["horizon"] >= th["min_horizon_steps"]) & np.isfinite(g["traj_h0"])]
-        row = dict(zip(SETTING_KEYS, key))
-        row.update(n_seeds=len(g), n_compared=len(ok), horizon_min=float(g["horizon"].min()),
-                   horizon_max=float(g["horizon"].max()),
-                   traj_h0_max=float(ok["traj_h0"].max()) if len(ok) else math.nan,
-                   traj_h0_min=float(ok["traj_h0"].min()) if len(ok) else math.nan,
-                   **{f"traj_h0_k{k}_max": float(ok[f"traj_h0_k{k}"].max()) if len(ok) else math.nan
-                      for k in TRAJ_STEPS},
-                   traj_inf_max=float(ok["traj_inf"].max()) if len(ok) else math.nan,
-                   relerr_h0_max=float(ok["relerr_h0"].max()) if len(ok) else math.nan)
-        n_within = int((ok["traj_h0"] <= x).sum())
-        short = f"; {len(g) - len(ok)} seed(s) left out (T < {th['min_horizon_steps']:g})" if len(ok) < len(g) else ""
-        if not len(ok):
-            v, why = INCONCLUSIVE, (f"no seed with a horizon T ≥ {th['min_horizon_steps']:g} steps (the loss falls "
-                                    "below 1e-4·ℓ(0) or the run ends too early)")
-        elif n_within == len(ok):
-            v, why = HOLDS, (f"sup_(k≤T) e(k) = {row['traj_h0_max']:.1%} (worst seed) ≤ {x:.0%}, T = "
-                             f"{row['horizon_min']:.0f}–{row['horizon_max']:.0f}{short}")
-        elif n_within == 0:
-            v, why = FAILS, (f"sup_(k≤T) e(k) = {row['traj_h0_min']:.1%} even in the best seed (worst "
-                             f"{row['traj_h0_max']:.1%}) > {x:.0%}, T = {row['horizon_min']:.0f}–"
-                             f"{row['horizon_max']:.0f}{short}")
-        else:
-            v, why = INCONCLUSIVE, (f"{n_within}/{len(ok)} seeds within {x:.0%} (sup_(k≤T) e(k) "
-                                    f"{row['traj_h0_min']:.1%}–{row['traj_h0_max']:.1%}){short}")
-        row.update(verdict=v, reason=why)
-        rows.append(row)
-    return pd.DataFrame(rows)
-
-
-# --------------------------------------------------------------------------------------------------------------------
-# Roll-up and reports
-
-
-def dataset_verdict(verdicts: Sequence[str]) -> str:
-    """fails if any setting fails, holds if all hold, inconclusive otherwise (also when there are none)."""
-    v = list(verdicts)
-    if FAILS in v:
-        return FAILS
-    if v and all(x == HOLDS for x in v):
-        return HOLDS
-    return INCONCLUSIVE
-
-
-# --------------------------------------------------------------------------------------------------------------------
-# The registry: one record per claim. claims.md, claims.json and this module's docstring are generated from it.
-
-
-@dataclass(frozen=True)
-class Evidence:
-    """What the judging functions read: the aggregate summary and long runs table, the theorem exponents per setting
-    (from the NTK summaries; None without them) and the theory stage's per-run records (None without them)."""
-
-    summary: pd.DataFrame
-    runs: pd.DataFrame
-    theorem: pd.DataFrame | None = None
-    theory: pd.DataFrame | None = None
-
-
-@dataclass(frozen=True)
-class Claim:
-    """One claim of the paper: its statement and where the paper makes it, its thresholds (name -> value, printed in
-    claims.md), the function that judges every setting (Evidence, thresholds -> DataFrame with 'verdict' and 'reason'),
-    the columns of its claims.md table and one text saying how it is judged."""
-
-    id: str
-    statement: str
-    paper: str
-    thresholds: dict[str, float]
-    judge: Callable[[Evidence, dict[str, float]], pd.DataFrame]
-    columns: tuple[str, ...]
-    how: str
-    needs_theory: bool = False  # judged only when the theory stage's records are given (--theory)
-
-
-_TRAJ_ERR_MAX = 0.10
-
-REGISTRY: tuple[Claim, ...] = (
-    Claim(
-        "linear_convergence", "HB and NAG converge linearly (training loss decays at a linear rate)", "§5.2, Fig. 2",
-        {
-            "r2_hold": 0.95,  # worst seed's R² of the log-loss fit for 'holds'
-            "r2_fail": 0.80,  # below this over >= min_decades the decay is clearly not linear
-            "min_decades": 2.0,  # the fit window must span this many decades of loss
-            "min_coverage": 0.5,  # window length / (steps before the floor or end of run)
-            "max_floor_ratio": 1e-4,  # a loss plateau above this fraction of ℓ(0) is no numerical floor
-            "stall_ratio": 0.1,  # a plateau at or above this fraction of ℓ(0) means the loss stopped decaying: fails
-        },
-        lambda e, th: claim_linear(e.summary, e.theorem, th),
-        ("dataset", "method", "width", "eta_divisor", "beta", "verdict", "rho", "r2_min", "decades_min", "coverage",
-         "window", "floor_ratio_max", "osc_decades", "n_diverged", "theorem_exponent", "fitted_over_theorem",
-         "reason"),
-        "Fit: least squares of log L vs step, L = running minimum of the loss (its lower envelope, robust to the "
-        "oscillation of momentum), from the first 10× drop to the end or a detected floor; ρ = exp(slope), R² of that "
-        "fit. holds: no divergence, ρ < 1 for every seed, worst-seed R² ≥ r2_hold over ≥ min_decades, window ≥ "
-        "min_coverage of the run before its floor. fails: divergence, ρ ≥ 1 (no new low), a stall at ≥ "
-        "stall_ratio·ℓ(0), or R² < r2_fail over ≥ min_decades. A plateau above max_floor_ratio·ℓ(0) is inconclusive. "
-        "osc_decades: largest rise of ℓ above its running minimum in a window. η is shown as its divisor c in "
-        "η = 1/(cλm).",
-    ),
-    Claim(
-        "nag_below_hb", "NAG's training loss lies below HB's at the same iteration, in every setting", "§5.2, Fig. 2",
-        {
-            "frac_hold": 0.95,  # fraction of compared iterations with mean NAG < mean HB for 'holds'
-            "seed_frac_hold": 0.90,  # the same fraction for the worst seed pair
-            "frac_fail": 0.75,  # at or below this, NAG is above HB too often: 'fails'
-            "min_compared_steps": 50,  # fewer compared iterations is 'inconclusive'
-            "tie_rtol": 1e-12,  # |NAG − HB| <= tie_rtol·HB counts as a tie (not compared)
-        },
-        lambda e, th: claim_nag_below(e.runs, th),
-        ("dataset", "width", "eta_divisor", "beta", "verdict", "frac_mean_below", "seed_frac_min", "n_compared",
-         "ratio_at_last", "rho_hb", "rho_nag", "reason"),
-        "Compared on non-tied iterations until both methods have reached a loss floor. holds: mean NAG < mean HB at ≥ "
-        "frac_hold and every seed pair at ≥ seed_frac_hold. fails: ≤ frac_fail, or NAG alone diverged. ratio_at_last: "
-        "mean NAG / mean HB at the last compared iteration.",
-    ),
-    Claim(
-        "distance_width_scaling", "max_r ‖w_r(t) − w_r(0)‖ decreases with the width m, like O(1/√m)",
-        "§5.2, Figs. 3-4, Lemmas 4 and 6",
-        {
-            "min_widths": 3,  # widths needed for an exponent
-            "slope_tol": 0.15,  # the bar: 'holds' needs the whole interval <= -1/2 + slope_tol, 'fails' all of it above
-        },
-        lambda e, th: claim_width_scaling(e.runs, th),
-        ("dataset", "method", "eta_divisor", "beta", "verdict", "widths", "fit_step", "slope_mean", "slope_lo",
-         "slope_hi", "slope_ci_lo", "slope_ci_hi", "slope_std", "slope_min", "slope_max", "n_seeds",
-         "matches_minus_half", "reason"),
-        "Exponent = slope of log(final max distance) vs log m per seed; slope_mean their mean. [slope_lo, slope_hi], "
-        "the reported interval of the mean, is the union of the 95 % seed-bootstrap interval [slope_ci_lo, "
-        "slope_ci_hi] (whole seeds resampled) and the range over the width subsets that leave one width out; the "
-        "verdict comes from it: holds when all of it is ≤ −1/2 + slope_tol, fails when all of it is above, "
-        "inconclusive when it straddles that bar or there are < min_widths widths. fit_step: the step the distances "
-        "are taken at.",
-    ),
-    Claim(
-        "gram_stays_pd", "H(t) stays positive definite with λmin(H(t)) ≥ λ0/2 during training", "Lemma 3",
-        {
-            "gram_ratio": 0.5,  # Lemma 3's λmin(H(t)) >= λ0/2
-            "premise_ratio": 0.75,  # Lemma 2's λmin(H(0)) >= ¾λ0, the premise Lemma 3 starts from
-        },
-        lambda e, th: claim_gram(e.summary, e.runs, th),
-        ("dataset", "method", "width", "eta_divisor", "beta", "verdict", "h0_ratio_min", "n_premise_failed",
-         "gram_ratio_min", "min_step", "gram_ratio_min_mean", "positive_definite", "n_tracked_min", "reason"),
-        "λ0 = λmin(H∞) on the tracked rows (lambda0_rows). h0_ratio_min: the worst seed's λmin(H(0))/λ0, Lemma 2's "
-        "premise (≥ premise_ratio; n_premise_failed seeds below it); gram_ratio_min: the minimum over seeds and tracked "
-        "steps of λmin(H(t))/λ0, at min_step in that seed. holds: gram_ratio_min ≥ gram_ratio; fails: below it, and the "
-        "reason says whether the premise already failed at initialisation or H(t) drifted below from a start that met "
-        "it.",
-    ),
-    Claim(
-        "theorem_bound_holds",
-        "the measured loss stays below the bound of Theorem 1 (HB) / Theorem 2 (NAG) at every step",
-        "Theorems 1-2, eqs. (28)-(29)",
-        {
-            "bound_min_steps": 10,  # fewer checked steps (finite measured loss) is 'inconclusive'
-            "min_rate_ratio": 1.0,  # 'holds' needs every seed's fitted rate >= this times the theorem's exponent
-        },
-        lambda e, th: claim_bound(e.theory, e.runs, th),
-        ("dataset", "method", "width", "eta_divisor", "beta", "verdict", "max_measured_over_bound", "rate_ratio_min",
-         "rate_ratio_max", "n_seeds_slower", "crossing_step", "prefactor_over_loss0", "n_seeds_violated",
-         "first_violation_step", "fraction_holds_min", "n_seeds", "beta_theorem", "reason"),
-        "Bound C·e^{−r k} of eq. (28)/(29) with the run's η (t = k√η), λ0 of H∞ and ℓ̂(0) of the run's H(0), checked "
-        "at every step with a finite measured loss. Its prefactor C (prefactor_over_loss0 = C/ℓ(0), median over seeds) "
-        "is hundreds of times ℓ(0), so within a run the check mostly tests the rate; a run that decays more slowly "
-        "than the theorem's exponent crosses the bound later. holds: no seed ever above it (slack = "
-        "max_measured_over_bound < 1) and every seed's fitted rate (claim 1's envelope fit) ≥ min_rate_ratio × the "
-        "theorem's exponent (rate_ratio_min). fails: a seed above the bound at some step (first_violation_step, "
-        "fraction_holds_min: share of steps at or below it in the worst seed), or a slower seed, with the step where "
-        "its fitted envelope crosses the bound (crossing_step, extrapolated). inconclusive: < bound_min_steps steps or "
-        "no fitted rate. The theorems assume α = λ0/2, i.e. β = beta_theorem, and m = Ω(n⁶/λ0⁴); the runs use the "
-        "paper's experimental β and m.",
-        needs_theory=True,
-    ),
-    Claim(
-        "linearization_accurate",
-        f"the network's outputs stay within {_TRAJ_ERR_MAX:.0%} of the NTK-linearized model's (run's H(0)) up to "
-        "step T",
-        "§3, eqs. (4)-(5), (9)",
-        {
-            "traj_err_max": _TRAJ_ERR_MAX,  # sup_{k≤T} ‖u(k) − u_lin(k)‖/‖u(0) − y‖ for 'holds' (0.10 = 10 %)
-            "min_horizon_steps": 10,  # a horizon T shorter than this is 'inconclusive'
-        },
-        lambda e, th: claim_linearization(e.theory, th),
-        ("dataset", "method", "width", "eta_divisor", "beta", "verdict", "traj_h0_max", "traj_h0_min",
-         *(f"traj_h0_k{k}_max" for k in TRAJ_STEPS), "traj_inf_max", "relerr_h0_max", "horizon_min", "horizon_max",
-         "n_compared", "n_seeds", "reason"),
-        "e(k) = ‖u(k) − u_lin(k)‖/‖u(0) − y‖: u the network's outputs at step k, u_lin those of the model linearized "
-        "at the run's W(0) (kernel H(0)), followed step by step inside the training job; the error NTK theory bounds, "
-        "uniformly in time, by O(1/√m). traj_h0_max/min: worst/best seed's sup over k ≤ T; traj_h0_k<K>_max: worst "
-        "seed's e at step K (blank past T); traj_inf_max: the same sup for the H∞ linearization. T: the run's horizon "
-        "(last step ≤ analysis.theory_horizon of the run before ℓ < 1e-4·ℓ(0); the same T in the slope table and the "
-        "figures). holds: every seed ≤ traj_err_max; fails: every seed above it; inconclusive: seeds on both sides, "
-        "or T < min_horizon_steps. relerr_h0_max, the worst seed's max_{k≤T} |ℓ_lin(k) − ℓ(k)|/ℓ(k), is descriptive "
-        "only: near a trough of the oscillating loss it measures the phase offset of two curves, not how linear the "
-        "dynamics are.",
-        needs_theory=True,
-    ),
-)  # fmt: skip
-CLAIMS: dict[str, Claim] = {c.id: c for c in REGISTRY}
-THRESHOLDS: dict[str, float] = {name: v for c in REGISTRY for name, v in c.thresholds.items()}
-
-
-def registry_doc() -> str:
-    """The claims list of the module docstring: one paragraph per registry record."""
-    import textwrap
-
-    out = []
-    for i, c in enumerate(REGISTRY, 1):
-        th = ", ".join(f"{k} = {v:g}" for k, v in c.thresholds.items())
-        text = f"{i}. ``{c.id}`` ({c.paper}): {c.statement}. {c.how} Thresholds: {th}."
-        out.append(textwrap.fill(text, width=118, subsequent_indent="   "))
-    return "\n".join(out)
-
-
-__doc__ = (__doc__ or "") + "\n" + registry_doc() + "\n"
-
-
-def evaluate(summary: pd.DataFrame, runs: pd.DataFrame, ntk: Sequence[dict] = (), th: dict | None = None,
-             theory: pd.DataFrame | None = None) -> dict:
-    """Claims 1-4, and 5-6 when ``theory`` records are given: {claim id: DataFrame of settings with 'verdict' and
-    'reason' columns}."""
-    th = THRESHOLDS if th is None else th
-    have = summary["dataset"].astype(str).isin([str(r["dataset"]) for r in ntk])  # NaN for a dataset without one
-    theorem = theorem_table(summary[have], ntk)[[*SETTING_KEYS, "theorem_exponent"]] if ntk else None
-    evidence = Evidence(summary, runs, theorem, theory)
-    return {c.id: c.judge(evidence, th) for c in REGISTRY if theory is not None or not c.needs_theory}
 
 
 def _records(df: pd.DataFrame) -> list[dict[str, Any]]:
@@ -719,16 +96,17 @@ def _records(df: pd.DataFrame) -> list[dict[str, Any]]:
 
 def to_json(results: dict[str, pd.DataFrame], datasets: Sequence[str], th: dict | None = None,
             slopes: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The machine-readable twin of claims.md (NaN written as null); ``slopes``: :func:`width_slopes`."""
-    th = THRESHOLDS if th is None else th
+    """The machine-readable twin of claims.md (NaN written as null); ``slopes``: the width slopes of
+    :func:`momentum_ntk.judges.width_slopes`."""
+    th = judges.THRESHOLDS if th is None else th
     claims = []
     for cid, df in results.items():
-        statement, where = CLAIMS[cid].statement, CLAIMS[cid].paper
+        statement, where = judges.CLAIMS[cid].statement, judges.CLAIMS[cid].paper
         by_ds = {}
         for ds in datasets:
             v = df.loc[df["dataset"] == ds, "verdict"].tolist() if not df.empty else []
             by_ds[ds] = {"verdict": dataset_verdict(v),
-                         "counts": {k: v.count(k) for k in (HOLDS, FAILS, INCONCLUSIVE)}}
+                         "counts": {k: v.count(k) for k in (judges.HOLDS, judges.FAILS, judges.INCONCLUSIVE)}}
         claims.append({"id": cid, "statement": statement, "paper": where, "by_dataset": by_ds,
                        "settings": _records(df)})
     out = {"thresholds": dict(th), "datasets": list(datasets), "claims": claims}
@@ -749,22 +127,22 @@ def to_markdown(report: dict[str, Any], results: dict[str, pd.DataFrame]) -> str
              "| claim | paper | " + " | ".join(datasets) + " |", "| --- | --- | " + " | ".join("---" for _ in datasets)
              + " |"]
     for c in report["claims"]:
-        cells = [f"**{c['by_dataset'][d]['verdict']}** ({c['by_dataset'][d]['counts'][HOLDS]}/"
-                 f"{c['by_dataset'][d]['counts'][FAILS]}/{c['by_dataset'][d]['counts'][INCONCLUSIVE]})"
-                 for d in datasets]
+        counts = [c["by_dataset"][d]["counts"] for d in datasets]
+        cells = [f"**{c['by_dataset'][d]['verdict']}** ({n[judges.HOLDS]}/{n[judges.FAILS]}/{n[judges.INCONCLUSIVE]})"
+                 for d, n in zip(datasets, counts)]
         lines.append(f"| {c['id']}: {c['statement']} | {c['paper']} | " + " | ".join(cells) + " |")
     lines += ["", "## Thresholds", "", "| name | value |", "| --- | --- |"]
     lines += [f"| {k} | {v:g} |" for k, v in report["thresholds"].items()]
     lines += ["", "How each threshold is used: module docstring of `momentum_ntk.claims`, and below per claim."]
     for c in report["claims"]:
         df = results[c["id"]]
-        lines += ["", f"## {c['id']}: {c['statement']} ({c['paper']})", "", CLAIMS[c["id"]].how, ""]
-        if c["id"] == "linearization_accurate" and report.get("linearization_width_slopes"):
+        lines += ["", f"## {c['id']}: {c['statement']} ({c['paper']})", "", judges.CLAIMS[c["id"]].how, ""]
+        if judges.CLAIMS[c["id"]].shows_width_slopes and report.get("linearization_width_slopes"):
             lines += _slope_lines(report["linearization_width_slopes"]) + [""]
         if df.empty:
             lines.append("_no settings to judge_")
             continue
-        cols = [k for k in CLAIMS[c["id"]].columns if k in df.columns]
+        cols = [k for k in judges.CLAIMS[c["id"]].columns if k in df.columns]
         lines += ["| " + " | ".join(cols) + " |", "| " + " | ".join("---" for _ in cols) + " |"]
         for rec in df[cols].itertuples(index=False):
             cells = [f"**{x}**" if col == "verdict" else beta_text(x) if col == "beta" else _fmt(x)
@@ -784,8 +162,9 @@ def _slope_lines(slopes: dict[str, Any]) -> list[str]:
              "widths | T | runs | seeds |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for ds, by in slopes.items():
         for name, f in by.items():
-            label = SLOPE_STATISTICS[name][1] if name in SLOPE_STATISTICS else name
-            falls = interval_verdict(*(math.nan if f[k] is None else float(f[k]) for k in ("lo", "hi")), 0.0, below=True)
+            label = judges.SLOPE_STATISTICS[name][1] if name in judges.SLOPE_STATISTICS else name
+            lo, hi = (math.nan if f[k] is None else float(f[k]) for k in ("lo", "hi"))
+            falls = judges.interval_verdict(lo, hi, 0.0, below=True)
             lines.append(f"| {ds} | {label} | {_fmt(f['slope'])} | [{_fmt(f['lo'])}, {_fmt(f['hi'])}] | {falls} | "
                          f"[{_fmt(f['ci_lo'])}, {_fmt(f['ci_hi'])}] | [{_fmt(f['spec_lo'])}, {_fmt(f['spec_hi'])}] | "
                          f"{', '.join(map(str, f['widths']))} | {'–'.join(map(str, f['horizons']))} | "
@@ -835,8 +214,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     results = evaluate(summary, runs, ntk, theory=theory)
     slopes = None
     if args.theory_pred:
-
-        slopes = width_slopes({ds: load_predictions(args.theory_pred, ds) for ds in datasets}, args.horizon_fraction)
+        slopes = judges.width_slopes({ds: load_predictions(args.theory_pred, ds) for ds in datasets},
+                                     args.horizon_fraction)
     report = to_json(results, datasets, slopes=slopes)
     write_json(args.out_json, report)
     with atomic_path(args.out_md) as tmp:

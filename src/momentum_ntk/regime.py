@@ -88,7 +88,7 @@ class SubRun:
 def per_seed_metrics(results: Path) -> pd.DataFrame:
     """dataset, method, width, seed, claim, value for every run of a results/ folder: e's sup up to T (theory
     records), the minimum of λmin(H(t))/λ0 (runs table) and the fitted/theorem rate ratio (both)."""
-    from momentum_ntk.claims import bound_rates, gram_per_run
+    from momentum_ntk.judges import bound_rates, gram_per_run, run_fits
     from momentum_ntk.records import read_runs_table, read_theory_records
 
     runs = pd.concat([read_runs_table(p) for p in sorted(results.glob("aggregate/*/runs.parquet"))],
@@ -100,7 +100,7 @@ def per_seed_metrics(results: Path) -> pd.DataFrame:
         theory[keys].assign(claim="linearization_accurate", value=theory["traj_h0"]),
         gram_per_run(runs)[[*keys, "min_ratio"]].rename(columns={"min_ratio": "value"})
         .assign(claim="gram_stays_pd"),
-        bound_rates(theory, runs)[[*keys, "rate_ratio"]].rename(columns={"rate_ratio": "value"})
+        bound_rates(theory, run_fits(runs))[[*keys, "rate_ratio"]].rename(columns={"rate_ratio": "value"})
         .assign(claim="theorem_bound_holds"),
     ]
     return pd.concat(out, ignore_index=True)[[*keys, "claim", "value"]]
