@@ -33,12 +33,7 @@ if not PACKED:
         threads: eigh_threads
         resources:
             gpu=train_gpus(),
-            # H(0) and its eigendecomposition (~4 n² doubles, as the ntk stage) plus the n×m activation pattern
-            mem_mb=lambda wc: ntk_mem_mb(wc)
-            + plan.n_instances(wc.dataset, config["data"]["max_per_class"])
-            * int(wc.width)
-            * 8
-            // 2**20,
+            mem_mb=theory_modes_mem_mb,
             runtime=theory_modes_runtime,
         params:
             device=config["train"]["device"],
