@@ -1,7 +1,7 @@
-# Every file the workflow writes, spelled once: PATHS maps a name to its path template (outputs, the train and
-# theory-prediction logs, each compute rule's benchmark as bench_<rule>). It is built in one expression and read-only
-# afterwards (a later `PATHS[...] = ...` raises TypeError). Also here: the figure names that fill the {figure} and
-# {theory_figure} wildcards.
+# Every file the workflow writes, spelled once: PATHS maps a name to its path template (outputs, then each rule's
+# log as log_<rule>, then each compute rule's benchmark as bench_<rule>). Rules name files only through PATHS. It is
+# built in one expression and read-only afterwards (a later `PATHS[...] = ...` raises TypeError). Also here: the
+# figure names that fill the {figure} and {theory_figure} wildcards.
 
 import types
 
@@ -49,9 +49,21 @@ PATHS = types.MappingProxyType(
         # Which named config produced results/ (config key `name`): written when a run starts, checked by every run
         # (ownership.smk).
         "config_stamp": "results/.config.json",
-        # --- logs of the train and theory-prediction jobs ---
-        "train_log": f"results/logs/train/{_TRAIN_JOB}.log",
-        "theory_log": f"results/logs/theory/{_PREDICT_JOB}.log",
+        # --- logs: one per job ---
+        "log_fetch": "results/logs/fetch/{dataset}.log",
+        "log_binarize": "results/logs/binarize/{dataset}.log",
+        "log_ntk": "results/logs/ntk/{dataset}.log",
+        "log_train": f"results/logs/train/{_TRAIN_JOB}.log",
+        "log_theory_modes": "results/logs/theory/{dataset}/modes_m{width}_s{seed}.log",
+        "log_theory_predict": f"results/logs/theory/{_PREDICT_JOB}.log",
+        "log_aggregate": "results/logs/aggregate/{dataset}.log",
+        "log_aggregate_all": "results/logs/aggregate/all.log",
+        "log_figure": "results/logs/figures/{figure}_{dataset}.log",
+        "log_fig1": "results/logs/figures/fig1.log",
+        "log_table1": "results/logs/figures/table1.log",
+        "log_claims": "results/logs/claims.log",
+        "log_theory_figure": "results/logs/figures/{theory_figure}_{dataset}.log",
+        "log_theory_rates_table": "results/logs/figures/theory_rates_{dataset}.log",
         # --- benchmarks: Snakemake's `benchmark:` of the compute rules, one TSV per job (wall time, max RSS, I/O),
         # keyed like the job's log; nothing consumes them ---
         "bench_fetch": "results/benchmarks/fetch/{dataset}.tsv",
