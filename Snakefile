@@ -20,7 +20,13 @@ configfile: "config.yaml"
 
 
 include: "workflow/rules/config.smk"  # the schema and what it cannot say, before anything else
-include: "workflow/rules/common.smk"
+include: "workflow/rules/common.smk"  # the package on sys.path, the shell prefix
+include: "workflow/rules/datasets.smk"
+include: "workflow/rules/grid.smk"  # the grid and its jobs (packs or runs)
+include: "workflow/rules/paths.smk"  # every output, log and benchmark path
+include: "workflow/rules/jobs.smk"  # the files and parameters of a pack (or run)
+include: "workflow/rules/resources.smk"
+include: "workflow/rules/ownership.smk"  # one named config per results/
 
 
 wildcard_constraints:
@@ -51,5 +57,4 @@ rule all:
         rules.all_theory.input,
 
 
-# `snakemake --report`: every figure and table it shows must exist, else say which command makes them
-check_report_inputs(rules.all.input)
+include: "workflow/rules/report.smk"  # a --report run: every figure and table it shows must exist

@@ -127,7 +127,7 @@ with SnakemakeApi(OutputSettings()) as api:
     rules = {r.name: {"local": r.name in wf._localrules, "action": not r.norun,
                       "benchmark": plain(r.benchmark) if r.benchmark else None,
                       "resources": sorted(r.resources), "log": [plain(f) for f in r.log]} for r in wf.rules}
-    print("INSPECT" + json.dumps({"rules": rules, "paths": wf.globals["PATHS"]}))
+    print("INSPECT" + json.dumps({"rules": rules, "paths": dict(wf.globals["PATHS"])}))
 """
 
 

@@ -193,3 +193,86 @@ def test_report_builds(tiny_run):
     assert "runs per dataset" in html and "showCategory('Claims')" in html and "{{ snakemake" not in html
     # the captions of claims.md and table1.md (workflow/report/claims.rst, table1.rst)
     assert "the machine-readable form is" in html and "The same table is" in html
+
+
+# --- every file a rule writes is spelled in PATHS (workflow/rules/paths.smk), which nothing changes afterwards ----------
+
+RULE_FILES = sorted((ROOT / "workflow/rules").glob("*.smk")) + [ROOT / "Snakefile"]
+FILE_DIRECTIVES = ("output", "log", "benchmark")
+
+
+def rule_file_directives() -> list[tuple[str, str, str, str]]:
+    """(file, rule, directive, body) of every output:, log: and benchmark: of every rule (nested rules included)."""
+    found = []
+    for smk in RULE_FILES:
+        lines = smk.read_text().splitlines()
+        for i, line in enumerate(lines):
+            head = re.match(r"^(\s*)(?:rule|checkpoint)\s+(\w+)\s*:", line)
+            if not head:
+                continue
+            indent, directive, directive_indent = len(head.group(1)), None, None
+            for body_line in lines[i + 1 :]:
+                here = len(body_line) - len(body_line.lstrip())
+                if body_line.strip() and here <= indent:
+                    break  # the rule ends
+                d = re.match(r"^\s+(\w+):", body_line)
+                if d and (directive_indent is None or here == directive_indent):
+                    directive_indent, directive = here, d.group(1)
+                    if directive in FILE_DIRECTIVES:
+                        found.append([smk.name, head.group(2), directive, body_line.split(":", 1)[1]])
+                elif found and directive in FILE_DIRECTIVES and found[-1][:3] == [smk.name, head.group(2), directive]:
+                    found[-1][3] += "\n" + body_line
+    return [tuple(f) for f in found]
+
+
+def test_rules_name_every_output_log_and_benchmark_through_paths():
+    """No path literal (or a path glued from pieces) in an output:, log: or benchmark: directive: each is a PATHS
+    entry or a helper that expands one; a log and a benchmark are exactly PATHS["log_<rule>"], PATHS["bench_<rule>"]."""
+    directives = rule_file_directives()
+    assert {d[1] for d in directives} >= {"fetch", "train", "theory_modes", "claims"}, "rule parser found too little"
+    for smk, rule, directive, body in directives:
+        code = re.sub(r"#.*", "", body)
+        assert not re.search(r"""["'](results|resources)/|\bf["']|["']\s*\+|\+\s*["']""", code), (smk, rule, code)
+        if directive == "log":
+            assert code.strip().rstrip(",") == f'PATHS["log_{rule}"]', (smk, rule, code)
+        if directive == "benchmark":
+            assert code.strip() == f'PATHS["bench_{rule}"]', (smk, rule, code)
+        if directive == "output":
+            assert "PATHS[" in code or "job_files(" in code, (smk, rule, code)
+
+
+def test_paths_is_built_once_and_read_only():
+    """paths.smk builds PATHS in one expression and no .smk assigns to it; the loaded workflow's PATHS refuses writes,
+    and every rule's log and benchmark is one of its templates."""
+    for smk in RULE_FILES:
+        text = re.sub(r"#.*", "", smk.read_text())  # comments may name the forbidden form
+        assert not re.search(r"\bPATHS\s*(\[[^\]]*\]\s*=[^=]|\.(update|setdefault|pop)\(|\|=)", text), smk.name
+        assert len(re.findall(r"^PATHS\s*=", text, re.M)) == (smk.name == "paths.smk"), smk.name
+    script = r"""
+import json, re, sys
+from pathlib import Path
+from snakemake.api import SnakemakeApi
+from snakemake.settings.types import ConfigSettings, OutputSettings, ResourceSettings
+root, workdir, preset = Path(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3])
+plain = lambda f: re.sub(r"{(\w+),[^}]*}", r"{\1}", str(f))
+with SnakemakeApi(OutputSettings()) as api:
+    wf = api.workflow(resource_settings=ResourceSettings(), snakefile=root / "Snakefile", workdir=workdir,
+                      config_settings=ConfigSettings(configfiles=[preset]))._workflow
+    paths = wf.globals["PATHS"]
+    try:
+        paths["log_fetch"] = "elsewhere.log"
+        frozen = False
+    except TypeError:
+        frozen = True
+    files = {r.name: [plain(f) for f in [*r.log, *([r.benchmark] if r.benchmark else [])]] for r in wf.rules}
+    print("INSPECT" + json.dumps({"frozen": frozen, "paths": dict(paths), "files": files}))
+"""
+    preset = ROOT / "workflow/presets/tiny.yaml"
+    with __import__("tempfile").TemporaryDirectory() as workdir:
+        proc = subprocess.run([sys.executable, "-c", script, str(ROOT), workdir, str(preset)], cwd=ROOT,
+                              capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    seen = json.loads(next(x for x in proc.stdout.splitlines() if x.startswith("INSPECT"))[len("INSPECT") :])
+    assert seen["frozen"], "PATHS accepted an assignment after it was built"
+    templates = set(seen["paths"].values())
+    assert all(f in templates for fs in seen["files"].values() for f in fs), seen["files"]

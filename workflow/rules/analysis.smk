@@ -23,7 +23,7 @@ rule aggregate:
         summary=PATHS["summary"],
         csv=PATHS["summary_csv"],
     log:
-        "results/logs/aggregate/{dataset}.log",
+        PATHS["log_aggregate"],
     benchmark:
         PATHS["bench_aggregate"]
     conda:
@@ -45,7 +45,7 @@ rule aggregate_all:
     output:
         PATHS["all_runs"],
     log:
-        "results/logs/aggregate/all.log",
+        PATHS["log_aggregate_all"],
     conda:
         "../../envs/analysis.yaml"
     shell:
@@ -67,7 +67,7 @@ rule figure:
             caption="../report/figure.rst",
         ),
     log:
-        "results/logs/figures/{figure}_{dataset}.log",
+        PATHS["log_figure"],
     conda:
         "../../envs/analysis.yaml"
     params:
@@ -93,7 +93,7 @@ rule fig1:
             caption="../report/fig1.rst",
         ),
     log:
-        "results/logs/figures/fig1.log",
+        PATHS["log_fig1"],
     conda:
         "../../envs/analysis.yaml"
     shell:
@@ -115,7 +115,7 @@ rule table1:
         ),
         csv=PATHS["table1_csv"],
     log:
-        "results/logs/figures/table1.log",
+        PATHS["log_table1"],
     conda:
         "../../envs/analysis.yaml"
     shell:
@@ -143,7 +143,7 @@ rule claims:
         ),
         json=PATHS["claims_json"],
     log:
-        "results/logs/claims.log",
+        PATHS["log_claims"],
     conda:
         "../../envs/analysis.yaml"
     params:

@@ -11,7 +11,7 @@ rule fetch:
     output:
         manifest=PATHS["manifest"],
     log:
-        "results/logs/fetch/{dataset}.log",
+        PATHS["log_fetch"],
     benchmark:
         PATHS["bench_fetch"]
     conda:
@@ -39,7 +39,7 @@ rule binarize:
         data=PATHS["data"],
         record=PATHS["data_record"],
     log:
-        "results/logs/binarize/{dataset}.log",
+        PATHS["log_binarize"],
     benchmark:
         PATHS["bench_binarize"]
     conda:

@@ -19,7 +19,7 @@ rule ntk:
             caption="../report/spectrum.rst",
         ),
     log:
-        "results/logs/ntk/{dataset}.log",
+        PATHS["log_ntk"],
     benchmark:
         PATHS["bench_ntk"]
     # Short jobs at the head of long chains go first: the train and theory jobs of every dataset then overlap.

@@ -23,7 +23,7 @@ if not PACKED:
         output:
             modes=PATHS["theory_modes"],
         log:
-            "results/logs/theory/{dataset}/modes_m{width}_s{seed}.log",
+            PATHS["log_theory_modes"],
         benchmark:
             PATHS["bench_theory_modes"]
         # Seconds each (one n×n eigendecomposition): run them as soon as the ntk stage is done, not after all training.
@@ -33,12 +33,7 @@ if not PACKED:
         threads: eigh_threads
         resources:
             gpu=train_gpus(),
-            # H(0) and its eigendecomposition (~4 n² doubles, as the ntk stage) plus the n×m activation pattern
-            mem_mb=lambda wc: ntk_mem_mb(wc)
-            + plan.n_instances(wc.dataset, config["data"]["max_per_class"])
-            * int(wc.width)
-            * 8
-            // 2**20,
+            mem_mb=theory_modes_mem_mb,
             runtime=theory_modes_runtime,
         params:
             device=config["train"]["device"],
@@ -63,7 +58,7 @@ rule theory_predict:
         preds=job_files("theory_pred"),
         records=job_files("theory_record"),
     log:
-        PATHS["theory_log"],
+        PATHS["log_theory_predict"],
     benchmark:
         PATHS["bench_theory_predict"]
     # Above the figures: the last pack's predictions feed the slowest figure (the overlay).
@@ -103,7 +98,7 @@ rule theory_figure:
             caption="../report/theory_figure.rst",
         ),
     log:
-        "results/logs/figures/{theory_figure}_{dataset}.log",
+        PATHS["log_theory_figure"],
     # The overlay (a panel per setting and width) is the slowest figure: first, so it does not end the workflow alone.
     priority: lambda wc: 1 if wc.theory_figure == "theory_overlay" else 0
     conda:
@@ -134,7 +129,7 @@ rule theory_rates_table:
         ),
         csv=PATHS["theory_table_csv"],
     log:
-        "results/logs/figures/theory_rates_{dataset}.log",
+        PATHS["log_theory_rates_table"],
     conda:
         "../../envs/analysis.yaml"
     params:

@@ -19,7 +19,7 @@ rule train:
         runs=job_files("run"),
         metas=job_files("run_meta"),
     log:
-        PATHS["train_log"],
+        PATHS["log_train"],
     benchmark:
         PATHS["bench_train"]
     # Negative: finished runs' predictions and figures go before more training (see train_priority).
