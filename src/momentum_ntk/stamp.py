@@ -1,7 +1,7 @@
 """Which config made ``results/``: the ownership stamp ``results/.config.json``, and fix commands that fit it.
 
 ``results/`` belongs to one named config at a time (config key ``name``). The workflow writes the stamp when a run
-starts (``onstart`` in workflow/rules/common.smk) and every run reads it at plan time: a run under another name stops
+starts (``onstart`` in workflow/rules/ownership.smk) and every run reads it at plan time: a run under another name stops
 before any job. The same record lets an error message print a fix that works when typed literally, with the
 ``--configfile`` (and ``--config``) that made ``results/``: :func:`command`, e.g.
 ``snakemake --force results/runs/mnist5k/hb/m64_c10_b0.9_s0.parquet --configfile workflow/presets/tiny.yaml``.

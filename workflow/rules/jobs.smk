@@ -41,7 +41,7 @@ def job_params(column):
     return lambda wildcards: [run[column] for run in job_runs(wildcards)]
 
 
-# A packed train job also writes the theory modes file of its (dataset, width, seed) (theory.modes_of_job: Δ0 on
+# A packed train job also writes the theory modes file of its (dataset, width, seed) (modes.modes_of_job: Δ0 on
 # the eigenvectors of H∞ and H(0)): it holds X, W(0) and a already, and one process start-up per pack is saved. With
 # one job per run (train.granularity: run) the theory stage's own theory_modes rule writes it.
 TRAIN_MODES_INPUT = (

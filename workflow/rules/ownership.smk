@@ -48,7 +48,7 @@ def write_stamp():
     try:
         stamp.write(THIS_RUN, PATHS["config_stamp"])
     except OSError as exc:
-        from momentum_ntk.errors import write_error
+        from momentum_ntk.entry import write_error
 
         raise WorkflowError(
             str(

@@ -47,7 +47,8 @@ if not PACKED:
 
 rule theory_predict:
     """Linearized (H∞, H(0)), ODE (two α) and theorem-bound loss curves for the runs of one train job (a pack of one
-    (dataset, width, seed), or one run), compared with their measured loss."""
+    (dataset, width, seed), or one run) over each run's own iterations (its sidecar's steps), compared with their
+    measured loss."""
     input:
         modes=PATHS["theory_modes"],
         summary=PATHS["ntk_summary"],
@@ -69,13 +70,12 @@ rule theory_predict:
         methods=job_params(0),
         eta_divisors=job_params(1),
         betas=job_params(2),
-        steps=config["train"]["steps"],
         horizon=config["analysis"]["theory_horizon"],
     shell:
         """
         python -m momentum_ntk.theory predict --modes {input.modes} --ntk-summary {input.summary} \
             --method {params.methods} --eta-divisor {params.eta_divisors} --beta {params.betas} \
-            --steps {params.steps} --run {input.runs} --horizon-fraction {params.horizon} --out {output.preds} \
+            --run {input.runs} --horizon-fraction {params.horizon} --out {output.preds} \
             >{log} 2>&1
         """
 
