@@ -108,3 +108,18 @@ def test_no_module_over_600_lines(folder):
     long = {str(p.relative_to(ROOT)): n for p in sorted((ROOT / folder).glob("*.*"))
             if p.suffix in (".py", ".smk") and (n := len(p.read_text().splitlines())) > MAX_LINES}
     assert not long, f"modules over {MAX_LINES} lines (split them by job): {long}"
+
+
+def test_docs_put_every_module_on_its_floor():
+    """The README's Layout rows and the package docstring name every module, each on the floor it is on."""
+    import momentum_ntk
+
+    readme = (ROOT / "README.md").read_text()
+    rows = {floor: next(line for line in readme.splitlines() if line.startswith(f"| `src/momentum_ntk/` {floor} |"))
+            for floor in ("stages", "library")}
+    doc = momentum_ntk.__doc__
+    stages_doc, library_doc = doc.split("**Library**")
+    for name in modules():
+        floor = "stages" if name in STAGES else "library"
+        assert f"`{name}.py`" in rows[floor], f"README Layout: `{name}.py` missing from the {floor} row"
+        assert f"``{name}``" in (stages_doc if name in STAGES else library_doc), f"package docstring: {name}"

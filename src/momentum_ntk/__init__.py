@@ -17,10 +17,11 @@ never another stage, and reads what an earlier stage wrote through :mod:`momentu
   ``shelve`` (move ``results/`` aside)
 
 **Library**, plain importable functions with the maths in their docstrings: ``methods`` (the optimizers, one record
-each), ``datasets`` (one record per dataset), ``model``, ``gram`` (H∞ and its constants), ``engine``, ``rowspace`` and
-``loop`` (training), ``trajectory``, ``dynamics``, ``compare``, ``rates``, ``uncertainty``, ``judges`` (the claims'
-judges and registry), ``records`` (readers of the stages' outputs), ``plotting``, ``tables``, ``io``, ``errors``,
-``entry``, ``devices``, ``lease``, ``plan``, ``configcheck``, ``stamp``, ``names``, ``defaults``.
+each), ``datasets`` (one record per dataset), ``model``, ``gram`` (H∞ and its constants), ``engine``, ``rowspace``
+and ``loop`` (training), ``trajectory``, ``dynamics``, ``modes``, ``compare``, ``rates``, ``uncertainty``,
+``judges`` (the claims' judges and registry), ``records`` (readers of the stages' outputs), ``plotting``,
+``tables``, ``io``, ``errors``, ``entry``, ``devices``, ``lease``, ``plan``, ``configcheck``, ``stamp``, ``names``,
+``defaults``.
 """
 
 __version__ = "0.1.0"

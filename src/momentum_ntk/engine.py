@@ -95,8 +95,7 @@ class RunSpec:
             raise UserError(f"method {spec.method!r} is not one of {', '.join(methods.names())} (momentum_ntk.methods)")
         if not (math.isfinite(spec.eta) and spec.eta > 0):
             raise UserError(f"learning rate eta={spec.eta} must be a finite positive number")
-        if not 0.0 <= spec.beta < 1.0:
-            raise UserError(f"momentum beta={spec.beta} must lie in [0, 1)")
+        methods.check_beta(spec.beta)
         return spec
 
     def coefficients(self) -> tuple[float, float, float, float]:
