@@ -8,7 +8,7 @@ from pathlib import Path
 
 import yaml
 
-from momentum_ntk import aggregate, claims, compare, defaults, loop, ntk, theory, theory_report, train
+from momentum_ntk import claims, compare, defaults, loop, ntk, theory, theory_report, train
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -46,9 +46,11 @@ def test_stage_clis_and_library_use_them():
     for flag, key in [("--gap-max-n", "ntk.gap_max_n"), ("--gap-seed", "ntk.gap_seed"),
                       ("--eigvec-dtype", "ntk.eigvec_dtype"), ("--gram-max-n", "train.gram_max_n")]:  # fmt: skip
         assert cli_default(p, flag) == schema_default(key), flag
-    assert list(aggregate.DEFAULT_REPORT_STEPS) == schema_default("analysis.report_steps")
-    assert compare.HORIZON_FRACTION == schema_default("analysis.theory_horizon")
+    assert list(defaults.REPORT_STEPS) == schema_default("analysis.report_steps")
+    assert defaults.THEORY_HORIZON == schema_default("analysis.theory_horizon")
+    assert inspect.signature(compare.horizon_step).parameters["fraction"].default == defaults.THEORY_HORIZON
     predict = theory.build_parser()._subparsers._group_actions[0].choices["predict"]
     assert cli_default(predict, "--horizon-fraction") == schema_default("analysis.theory_horizon")
     assert cli_default(claims.build_parser(), "--horizon-fraction") == schema_default("analysis.theory_horizon")
-    assert theory_report.HORIZON_FRACTION == schema_default("analysis.theory_horizon")
+    overlay = theory_report.build_parser()._subparsers._group_actions[0].choices["overlay"]
+    assert cli_default(overlay, "--horizon-fraction") == schema_default("analysis.theory_horizon")

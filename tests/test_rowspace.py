@@ -22,6 +22,7 @@ import torch
 from test_train import pack_cli, ref_trajectory, rel
 
 from momentum_ntk import engine, loop, model, plan, rowspace, train
+from momentum_ntk.tables import RUN_COLUMNS
 
 ROOT = Path(__file__).resolve().parents[1]
 N, M = 48, 53  # n < d (K = X Xᵀ invertible) and n > d (K singular: C has a null-space part that moves nothing)
@@ -71,7 +72,7 @@ def max_rel(a: pd.Series, b: pd.Series) -> float:
 
 
 RUNS = [("gd", 0.0), ("hb", 0.9), ("nag", 0.9)]
-TRAJ = [c for c in engine.COLUMNS if c.startswith("traj_err")]  # the trajectory errors e(k), read from p.f only
+TRAJ = [c for c in RUN_COLUMNS if c.startswith("traj_err")]  # the trajectory errors e(k), read from p.f only
 
 
 # --------------------------------------------------------------------------------------------------------------------

@@ -15,6 +15,7 @@ import pytest
 import torch
 
 from momentum_ntk import devices, engine, gram, loop, model, train
+from momentum_ntk.tables import RUN_COLUMNS
 from momentum_ntk.entry import cli
 
 N, D, M = 64, 37, 53  # odd sizes on purpose: per-run slices of packed buffers are not naturally aligned
@@ -72,7 +73,7 @@ def test_matches_independent_reference_float64(problem, method, beta):
     X, y, W0, a, eta = problem
     df = loop.train(X, y, W0, a, method=method, eta=eta, beta=beta, steps=60, gram_every=0)
     losses, dists, _ = ref_trajectory(X, y, W0, a, method, eta, beta, 60)
-    assert list(df.columns) == list(engine.COLUMNS)
+    assert list(df.columns) == list(RUN_COLUMNS)
     assert df["step"].tolist() == list(range(61)) and df["step"].dtype == np.int64
     assert rel(df["loss"].to_numpy(), losses) < 1e-10
     assert rel(df["max_dist"].to_numpy()[1:], dists[1:]) < 1e-10 and df["max_dist"].iloc[0] == 0.0
@@ -302,7 +303,7 @@ def test_cli_same_seed_same_bytes(cli_inputs):
     C = np.clip(X @ X.T, -1, 1)
     assert meta["lambda0_rows"] == pytest.approx(np.linalg.eigvalsh(C * (np.pi - np.arccos(C)) / (2 * np.pi))[0])
     df = pd.read_parquet(cli_inputs / "a.parquet")
-    assert list(df.columns) == list(engine.COLUMNS) and len(df) == 31
+    assert list(df.columns) == list(RUN_COLUMNS) and len(df) == 31
     assert (df.dtypes.iloc[1:] == np.float64).all()
 
 

@@ -51,7 +51,6 @@ from momentum_ntk.tables import (
     SORT_KEYS,
 )
 
-DEFAULT_REPORT_STEPS = defaults.REPORT_STEPS
 DEFAULT_DECADES = 10
 
 
@@ -175,7 +174,7 @@ def _paired_ratios(per_run: pd.DataFrame, report_steps: Sequence[int]) -> pd.Dat
 
 
 def summarize(
-    runs: pd.DataFrame, report_steps: Sequence[int] = DEFAULT_REPORT_STEPS, decades: int = DEFAULT_DECADES
+    runs: pd.DataFrame, report_steps: Sequence[int] = defaults.REPORT_STEPS, decades: int = DEFAULT_DECADES
 ) -> pd.DataFrame:
     """One row per setting (dataset, method, width, eta_divisor, beta). Columns:
 
@@ -278,7 +277,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--out", required=True, help="long table to write (Parquet)")
     ap.add_argument("--summary", help="per-setting summary to write (Parquet); with --runs")
     ap.add_argument("--summary-csv", help="the same summary as CSV; with --runs")
-    ap.add_argument("--report-steps", nargs="+", type=int, default=list(DEFAULT_REPORT_STEPS), metavar="STEP")
+    ap.add_argument("--report-steps", nargs="+", type=int, default=list(defaults.REPORT_STEPS), metavar="STEP")
     ap.add_argument("--decades", type=int, default=DEFAULT_DECADES, help="steps to ℓ(0)·10^-k for k = 1..DECADES")
     args = ap.parse_args(argv)
     if args.concat:

@@ -99,14 +99,14 @@ def fit_rate(step: np.ndarray, loss: np.ndarray, lo: int, hi: int) -> float:
     return float(-slope)
 
 
-HORIZON_FRACTION = defaults.THEORY_HORIZON  # default T: at most this fraction of the run ...
+# The default horizon T: at most defaults.THEORY_HORIZON (the config's analysis.theory_horizon) of the run ...
 HORIZON_FLOOR_RATIO = 1e-4  # ... and only while the measured loss stays above this fraction of ℓ(0)
 
 
 def horizon_step(
     step: np.ndarray,
     measured: np.ndarray,
-    fraction: float = HORIZON_FRACTION,
+    fraction: float = defaults.THEORY_HORIZON,
     floor_ratio: float = HORIZON_FLOOR_RATIO,
 ) -> int | None:
     """Comparison horizon T: the last step k ≤ fraction·K (K: last step with a finite measured loss) such that every
@@ -234,7 +234,7 @@ def attach_run(pred: pd.DataFrame, run: pd.DataFrame) -> pd.DataFrame:
 def comparison_record(
     table: pd.DataFrame,
     window: tuple[int, int],
-    horizon_fraction: float = HORIZON_FRACTION,
+    horizon_fraction: float = defaults.THEORY_HORIZON,
     horizon_floor_ratio: float = HORIZON_FLOOR_RATIO,
 ) -> dict[str, Any]:
     """Window-fitted rates of the measured and predicted curves, max relative errors (over the whole run and up to the
@@ -260,7 +260,7 @@ def comparison_record(
     return rec
 
 
-def run_errors(curves: pd.DataFrame, fraction: float = HORIZON_FRACTION,
+def run_errors(curves: pd.DataFrame, fraction: float = defaults.THEORY_HORIZON,
                floor_ratio: float = HORIZON_FLOOR_RATIO) -> pd.DataFrame:
     """Per run: its horizon T (:func:`momentum_ntk.compare.horizon_step`, the one definition the claims, this
     report's figures and tables all use; -1 where no step qualifies), and up to T: the trajectory errors
@@ -315,7 +315,7 @@ def fit_width_slope(errors: pd.DataFrame, value: str = "max_traj_err_lin_h0",
 
 
 def width_slope_uncertainty(curves: pd.DataFrame, value: str = "max_traj_err_lin_h0", *,
-                            fraction: float = HORIZON_FRACTION,
+                            fraction: float = defaults.THEORY_HORIZON,
                             floor_ratio: float = HORIZON_FLOOR_RATIO) -> dict[str, Any]:
     """The common width slope of a column of :func:`run_errors` (:func:`fit_width_slope`) with its uncertainty.
 

@@ -51,11 +51,9 @@ from momentum_ntk import methods, model
 from momentum_ntk.devices import resolve_dtype, strict_float32
 from momentum_ntk.errors import UserError
 from momentum_ntk.lease import resolve_device
-from momentum_ntk.tables import RUN_COLUMNS
 from momentum_ntk.trajectory import Linearized, gram_pair
 
 
-COLUMNS = RUN_COLUMNS  # a run Parquet file's columns (momentum_ntk.tables)
 
 
 _ALIGN_BYTES = 256  # per-run slice alignment: MKL's (and cuBLAS's) kernel choice depends on it

@@ -21,7 +21,6 @@ import torch
 
 from momentum_ntk import defaults, model, rowspace
 from momentum_ntk.engine import (
-    COLUMNS,
     N_METRICS,
     RECORD,
     SYNC_EVERY,
@@ -35,6 +34,7 @@ from momentum_ntk.engine import (
     update,
 )
 from momentum_ntk.errors import UserError
+from momentum_ntk.tables import RUN_COLUMNS
 
 
 def train_many(
@@ -65,7 +65,7 @@ def train_many(
     The runs are trained in batches of at most ``pack_size`` (None: all k at once) as batched (k, d, m) tensors with
     shared X: on a GPU one wide batch fills the device, on a CPU ``pack_size=1`` (one after another) is as fast.
 
-    Each frame has one row per step 0..steps_done with the CONTRACT.md columns (``COLUMNS``), and ``attrs``
+    Each frame has one row per step 0..steps_done with the CONTRACT.md columns (``RUN_COLUMNS``), and ``attrs``
     {method, eta, beta, steps, steps_done, diverged, diverged_step, last_finite_loss}. λmin/λmax of H(t) on
     ``gram_rows`` and pattern_changed are filled at steps 0, steps and every ``gram_every`` steps (0: first and last
     only), NaN elsewhere. A run stops at the first step whose loss is non-finite or above divergence_factor·ℓ(0);
@@ -207,7 +207,7 @@ def train(
 
 def _frame(spec: RunSpec, rec: np.ndarray, last: int, diverged_step: int | None, steps: int) -> pd.DataFrame:
     rows = rec[: last + 1]
-    df = pd.DataFrame({"step": np.arange(last + 1, dtype=np.int64)} | {c: rows[:, RECORD.index(c)] for c in COLUMNS[1:]})
+    df = pd.DataFrame({"step": np.arange(last + 1, dtype=np.int64)} | {c: rows[:, RECORD.index(c)] for c in RUN_COLUMNS[1:]})
     df.attrs.update(
         method=spec.method,
         eta=spec.eta,

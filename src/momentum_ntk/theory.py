@@ -46,10 +46,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from momentum_ntk import io, methods
+from momentum_ntk import defaults, io, methods
 from momentum_ntk.compare import (
     HORIZON_FLOOR_RATIO,
-    HORIZON_FRACTION,
     TRAJ_COLUMNS,
     attach_run,
     comparison_record,
@@ -60,6 +59,7 @@ from momentum_ntk.dynamics import theorem_constants
 from momentum_ntk.entry import cli
 from momentum_ntk.errors import UserError
 from momentum_ntk.modes import load_ntk, modes_of_job, read_modes
+from momentum_ntk.records import summary_eta
 
 # ----------------------------------------------------------------------------------------------------------------------
 # CLI
@@ -199,15 +199,9 @@ def predict_one(
     with ``run``, compared with its ``measured`` frame and checked against its ``sidecar`` (:func:`read_run`)."""
     try:
         lambda0 = float(summary["lambda0"])
-        eta_map = summary["eta"]
     except KeyError as exc:
         raise UserError(f"{args.ntk_summary} lacks key {exc}; rerun the ntk stage") from None
-    if str(eta_divisor) not in eta_map:
-        raise UserError(
-            f"{args.ntk_summary} has no eta for divisor {eta_divisor} (has {sorted(eta_map)}); "
-            "add it to eta_divisors in the config and rerun the ntk stage"
-        )
-    eta = float(eta_map[str(eta_divisor)])
+    eta = summary_eta(summary, eta_divisor, args.ntk_summary)
     beta = methods.check_beta(beta)
     kw = {"method": method, "eta": eta, "beta": beta, "lambda0": lambda0, "ode_gram": args.ode_gram}
     table = predict_table(modes, pseudo_loss0=meta["pseudo_loss0"], steps=steps, **kw)
@@ -286,7 +280,7 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument(
         "--horizon-fraction",
         type=float,
-        default=HORIZON_FRACTION,
+        default=defaults.THEORY_HORIZON,
         help="with --run: relative errors are also taken up to T <= this fraction of the run (default %(default)s)",
     )
     q.add_argument(

@@ -47,10 +47,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from momentum_ntk import methods  # noqa: E402
+from momentum_ntk import defaults, methods  # noqa: E402
 from momentum_ntk.compare import (  # noqa: E402
     HORIZON_FLOOR_RATIO,
-    HORIZON_FRACTION,
     PREDICTIONS,
     fit_rate,
     horizon_step,
@@ -167,7 +166,7 @@ def draw_overlay(ax: plt.Axes, g: pd.DataFrame, horizon: int | None, traj: float
 
 
 def figure_overlay(pred: Predictions, *, seed: int | None = None, mean_seeds: bool = False,
-                   fraction: float = HORIZON_FRACTION, floor_ratio: float = HORIZON_FLOOR_RATIO) -> plt.Figure:
+                   fraction: float = defaults.THEORY_HORIZON, floor_ratio: float = HORIZON_FLOOR_RATIO) -> plt.Figure:
     """Rows: widths; columns: (η, β) × method. Each panel: measured vs predicted loss (see module docstring)."""
     style()
     curves, which = one_curve_per_setting(pred.curves, seed, mean_seeds)
@@ -232,7 +231,7 @@ def slope_text(fit: dict[str, Any]) -> str:
             f"{fit['n_seeds']} seeds; NTK theory −1/2)").replace("-", "−")
 
 
-def figure_width_error(pred: Predictions, *, fraction: float = HORIZON_FRACTION,
+def figure_width_error(pred: Predictions, *, fraction: float = defaults.THEORY_HORIZON,
                        floor_ratio: float = HORIZON_FLOOR_RATIO) -> tuple[plt.Figure, dict[str, dict[str, float]]]:
     """Trajectory error sup_{k≤T} e(k) of the H(0)- and H∞-linearized models vs m (log-log), with fitted slopes."""
     style()
@@ -281,7 +280,7 @@ def figure_width_error(pred: Predictions, *, fraction: float = HORIZON_FRACTION,
 # Rate table
 
 
-def run_rates(pred: Predictions, fraction: float = HORIZON_FRACTION,
+def run_rates(pred: Predictions, fraction: float = defaults.THEORY_HORIZON,
               floor_ratio: float = HORIZON_FLOOR_RATIO) -> pd.DataFrame:
     """Per run: the measured rate over its robust window, every prediction's rate over that window, the asymptotic
     rates and damping constants of its record, and up to T the trajectory errors and the relative loss errors."""
@@ -334,7 +333,7 @@ def _num(x: Any) -> float:
     return v
 
 
-def rate_table(pred: Predictions, fraction: float = HORIZON_FRACTION,
+def rate_table(pred: Predictions, fraction: float = defaults.THEORY_HORIZON,
                floor_ratio: float = HORIZON_FLOOR_RATIO) -> pd.DataFrame:
     """Per setting: seed means of :func:`run_rates` (std of the measured rate; worst-seed trajectory and relative
     loss errors; the smallest and largest T)."""
@@ -417,7 +416,7 @@ def _pct(x: float) -> str:
 def _inputs(p: argparse.ArgumentParser) -> None:
     p.add_argument("--pred", nargs="+", required=True, help="prediction Parquets (theory predict --run), .json beside")
     p.add_argument("--dataset", help="dataset to use when the files hold several")
-    p.add_argument("--horizon-fraction", type=float, default=HORIZON_FRACTION,
+    p.add_argument("--horizon-fraction", type=float, default=defaults.THEORY_HORIZON,
                    help="T is at most this fraction of the run (default %(default)s)")
     p.add_argument("--floor-ratio", type=float, default=HORIZON_FLOOR_RATIO,
                    help="T ends before the measured loss falls below this times ℓ(0) (default %(default)s)")
