@@ -55,7 +55,7 @@ from momentum_ntk.methods import HB_RHO, rho_nag  # noqa: E402
 NAG_RHO_MAX = (11.0 - math.sqrt(73.0)) / 4.0
 
 # The paper's distance figures, one method each: Fig. 3 is HB's max distance from init, Fig. 4 NAG's.
-FIGURE_METHOD = {"fig3": "hb", "fig4": "nag"}
+FIGURE_METHOD = {"fig3": methods.BASELINE, "fig4": methods.ACCELERATED}  # the paper: Fig. 3 HB, Fig. 4 NAG
 
 
 # --------------------------------------------------------------------------------------------------------------------
