@@ -101,16 +101,25 @@ def test_another_config_never_touches_results(tiny_run, tmp_path):
 
 @pytest.mark.slow
 def test_code_change_reruns_cheap_stages_only(tiny_run, tmp_path):
-    """Editing figures.py plans the figure, table and claims jobs again; data, NTK, training and theory modes never."""
+    """Editing figures.py plans the figure and table jobs again, not the claims (whose code does not import it: stages
+    import only the library); editing judges.py plans the claims alone; data, NTK, training and theory modes never."""
     repo = clone_with_results(tiny_run, tmp_path / "repo")
     quiet = snakemake(["-n", "--configfile", TINY], cwd=repo)
     assert quiet.returncode == 0 and "Nothing to be done" in quiet.stdout + quiet.stderr, quiet.stdout[-2000:]
-    os.utime(repo / "src/momentum_ntk/figures.py")
-    proc = snakemake(["-n", "--quiet", "rules", "--configfile", TINY], cwd=repo)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    planned = set(re.findall(r"^(\w+)\s+\d+$", proc.stdout, re.M))
-    assert {"figure", "fig1", "table1", "claims"} <= planned
+
+    def planned_after_editing(module: str) -> set[str]:
+        os.utime(repo / f"src/momentum_ntk/{module}.py")
+        proc = snakemake(["-n", "--quiet", "rules", "--configfile", TINY], cwd=repo)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        return set(re.findall(r"^(\w+)\s+\d+$", proc.stdout, re.M))
+
+    planned = planned_after_editing("figures")
+    assert {"figure", "fig1", "table1"} <= planned and "claims" not in planned
     assert not planned & {"fetch", "binarize", "ntk", "train", "theory_modes", "theory_predict", "aggregate"}
+    touch = snakemake(["--touch", "--configfile", TINY], cwd=repo)  # those outputs up to date again, nothing run
+    assert touch.returncode == 0, touch.stderr[-3000:]
+    planned = planned_after_editing("judges")
+    assert "claims" in planned and not planned & {"figure", "fig1", "table1", "train", "theory_predict", "aggregate"}
 
 
 @pytest.mark.parametrize(
