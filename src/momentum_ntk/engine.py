@@ -173,6 +173,13 @@ def pack_coefficients(sh: Shared, specs: list[RunSpec], ids: list[int]) -> dict[
     }
 
 
+def run_fields(sh: Shared, co: dict[str, Any], specs: list[RunSpec], ids: list[int]) -> dict[str, Any]:
+    """The per-run fields every pack has, whichever engine: ids, the coefficients ``co`` of :func:`pack_coefficients`
+    (beta_b, mu0, c_g, c_b) and the linearized trajectories (built last: after the pack's buffers, as always)."""
+    return {"ids": list(ids), **{key: co[key] for key in ("beta_b", "mu0", "c_g", "c_b")},
+            "lin": linearized(sh, specs, ids)}
+
+
 def new_direct_pack(sh: Shared, specs: list[RunSpec], ids: list[int]) -> Pack:
     k, (n, d), m = len(ids), sh.X.shape, sh.W0.shape[1]
     dtype, dev = sh.X.dtype, sh.X.device
@@ -181,18 +188,13 @@ def new_direct_pack(sh: Shared, specs: list[RunSpec], ids: list[int]) -> Pack:
     W.copy_(sh.W0.expand(k, d, m))
     B = aligned_empty(k, (d, m), dtype, dev).zero_() if co["momentum"] else None
     return Pack(
-        ids=list(ids),
         W=W,
         B=B,
         G=aligned_empty(k, (d, m), dtype, dev),
         Z=aligned_empty(k, (n, m), dtype, dev),
         Xr=aligned_empty(k, (n, d), dtype, dev),
         f=aligned_empty(k, (n, 1), dtype, dev),
-        beta_b=co["beta_b"],
-        mu0=co["mu0"],
-        c_g=co["c_g"],
-        c_b=co["c_b"],
-        lin=linearized(sh, specs, ids),
+        **run_fields(sh, co, specs, ids),
     )
 
 

@@ -53,10 +53,10 @@ from momentum_ntk.engine import (
     aligned_empty,
     col_sums_f64,
     gram_record,
-    linearized,
     pack_coefficients,
     residuals,
     restrict_pack,
+    run_fields,
     shared_state,
 )
 from momentum_ntk.trajectory import Linearized, gram_pair
@@ -178,17 +178,12 @@ def new_row_pack(sh: RowShared, specs: list[RunSpec], ids: list[int]) -> RowPack
     co = pack_coefficients(sh, specs, ids)
     C = aligned_empty(k, (n, m), dtype, dev).zero_()
     return RowPack(
-        ids=list(ids),
         C=C,
         B=aligned_empty(k, (n, m), dtype, dev).zero_() if co["momentum"] else None,
         M=aligned_empty(k, (n, m), dtype, dev),
         Z=aligned_empty(k, (n, m), dtype, dev),
         f=aligned_empty(k, (n, 1), dtype, dev),
-        beta_b=co["beta_b"],
-        mu0=co["mu0"],
-        c_g=co["c_g"],
-        c_b=co["c_b"],
-        lin=linearized(sh, specs, ids),
+        **run_fields(sh, co, specs, ids),
     )
 
 
