@@ -347,3 +347,18 @@ def rss_mb() -> float:
     """Current resident memory of this process in MiB (VmRSS)."""
     with open("/proc/self/status") as fh:
         return next(int(line.split()[1]) / 1024 for line in fh if line.startswith("VmRSS:"))
+
+
+def accuracy_problem(s: Sizes) -> tuple[Any, Any, Any, Any, list[Any], int]:
+    """The accuracy measurements' problem (the accuracy and rowspace parts share it): X, y (n = small_n unit rows),
+    W(0), a (width small_m, seed 0), NAG and HB at η = 1/(10 λm) and β = 0.9, and the Gram-tracking interval."""
+    import numpy as np
+
+    from momentum_ntk import engine, gram, model
+
+    X, y = unit_rows(s.small_n, s.small_d)
+    W0, a = model.init_params(s.small_d, s.small_m, 0)
+    consts = gram.lemma_constants(np.linalg.eigvalsh(gram.ntk_gram(X)))
+    eta = gram.learning_rates(consts["lambda_m"], [10])["10"]
+    specs = [engine.RunSpec("nag", eta, 0.9), engine.RunSpec("hb", eta, 0.9)]
+    return X, y, W0, a, specs, max(1, s.small_steps // 10)

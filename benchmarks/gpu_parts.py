@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from gpu_common import (  # noqa: E402  (benchmarks/ is on sys.path: the script's own folder)
     Ctx,
+    accuracy_problem,
     ROOT,
     child_env,
     compare_runs,
@@ -68,17 +69,10 @@ def part_env(ctx: Ctx) -> dict[str, Any]:
 
 def part_accuracy(ctx: Ctx) -> dict[str, Any]:
     """NAG and HB in float32 and float64 on the device against float64 on the CPU (the reference)."""
-    import numpy as np
-
-    from momentum_ntk import engine, gram, loop, model
+    from momentum_ntk import loop
 
     s = ctx.sizes
-    X, y = unit_rows(s.small_n, s.small_d)
-    W0, a = model.init_params(s.small_d, s.small_m, 0)
-    consts = gram.lemma_constants(np.linalg.eigvalsh(gram.ntk_gram(X)))
-    eta = gram.learning_rates(consts["lambda_m"], [10])["10"]
-    specs = [engine.RunSpec("nag", eta, 0.9), engine.RunSpec("hb", eta, 0.9)]
-    gram_every = max(1, s.small_steps // 10)
+    X, y, W0, a, specs, gram_every = accuracy_problem(s)
 
     def run(device: str, dtype: str) -> list[pd.DataFrame]:
         return loop.train_many(X, y, W0, a, specs, steps=s.small_steps, gram_every=gram_every, dtype=dtype,
@@ -94,7 +88,7 @@ def part_accuracy(ctx: Ctx) -> dict[str, Any]:
     v32, v64 = variants["float32"]["loss_rel_diff"], variants["float64"]["loss_rel_diff"]
     return {
         "n": s.small_n, "d": s.small_d, "m": s.small_m, "steps": s.small_steps, "gram_every": gram_every,
-        "eta": eta, "beta": 0.9, "reference": "cpu float64",
+        "eta": specs[0].eta, "beta": 0.9, "reference": "cpu float64",
         "final_loss": {sp.method: float(df["loss"].iloc[-1]) for sp, df in zip(specs, ref)},
         "initial_loss": float(ref[0]["loss"].iloc[0]),
         "variants": variants,
@@ -180,20 +174,14 @@ def part_pack_identity(ctx: Ctx) -> dict[str, Any]:
 def part_rowspace(ctx: Ctx) -> dict[str, Any]:
     """The row-space engine on the device: accuracy against the CPU float64 direct run, packed vs alone, and its step
     against the direct step and its own GEMM roofline, with each engine's peak GPU memory."""
-    import numpy as np
     import torch
 
-    from momentum_ntk import devices, engine, gram, loop, model
+    from momentum_ntk import devices, engine, loop, model
 
     s = ctx.sizes
     devices.strict_float32()
     # accuracy, as the accuracy part measures it
-    X, y = unit_rows(s.small_n, s.small_d)
-    W0, a = model.init_params(s.small_d, s.small_m, 0)
-    consts = gram.lemma_constants(np.linalg.eigvalsh(gram.ntk_gram(X)))
-    eta = gram.learning_rates(consts["lambda_m"], [10])["10"]
-    specs = [engine.RunSpec("nag", eta, 0.9), engine.RunSpec("hb", eta, 0.9)]
-    gram_every = max(1, s.small_steps // 10)
+    X, y, W0, a, specs, gram_every = accuracy_problem(s)
     kw = dict(steps=s.small_steps, gram_every=gram_every)
     ref = loop.train_many(X, y, W0, a, specs, **kw, dtype="float64", device="cpu", engine="direct")
     accuracy = {}
