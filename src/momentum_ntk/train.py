@@ -8,9 +8,10 @@
         --seed 0 --method hb nag --eta-divisor 10 10 --beta 0.99 0.99 --out hb.parquet nag.parquet \
         --meta hb.json nag.json
 
-The training maths, the packed engines and the metrics live in the library: :mod:`momentum_ntk.engine` (direct
-engine, the loop), :mod:`momentum_ntk.rowspace` (row-space engine), :mod:`momentum_ntk.trajectory` (e(k)). This
-module is the stage: it reads the data and the NTK summary, picks the engine and the device, trains the pack,
+The training maths, the packed engines and the metrics live in the library: :mod:`momentum_ntk.engine` (the packed
+runs, the direct engine), :mod:`momentum_ntk.rowspace` (the row-space engine), :mod:`momentum_ntk.loop` (the loop
+over either), :mod:`momentum_ntk.trajectory` (e(k)), :mod:`momentum_ntk.modes` (the theory modes). This module is
+the stage: it reads the data and the NTK summary, picks the engine and the device, trains the pack,
 writes one Parquet and one sidecar JSON per run (docs/CONTRACT.md) and, for a packed job, the theory modes file.
 """
 
@@ -30,10 +31,11 @@ import torch
 from momentum_ntk import defaults, io, methods, model, plan
 from momentum_ntk.devices import device_record
 from momentum_ntk.engine import SYNC_EVERY, RunSpec
-from momentum_ntk.loop import train_many
 from momentum_ntk.entry import cli
 from momentum_ntk.errors import UserError
 from momentum_ntk.gram import lambda0_of_rows, subsample_rows
+from momentum_ntk.loop import train_many
+from momentum_ntk.modes import modes_of_job
 from momentum_ntk.records import learning_rate
 from momentum_ntk.rowspace import resolve_engine
 
@@ -173,8 +175,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         wall = time.perf_counter() - t0
         env = io.environment_record() | device_record(device)
         if args.modes_out is not None:
-            from momentum_ntk.modes import modes_of_job
-
             modes_of_job(X, y, W0, a, spectrum=args.spectrum, eigvecs=args.eigvecs, dataset=args.dataset,
                          seed=args.seed, out=args.modes_out, device=device)  # fmt: skip
 
