@@ -1,5 +1,7 @@
 """The training engine: full-batch GD / HB / NAG on the two-layer ReLU network (paper §3.1, eqs. 1-5), k runs
-at once, with per-step metrics. A library module: the train stage (``python -m momentum_ntk.train``) is its CLI.
+at once, with per-step metrics: the packed state, the direct engine's step, and the ``forward``/``update`` interface
+the loop (:mod:`momentum_ntk.loop`) calls for either engine. The train stage (``python -m momentum_ntk.train``) is
+the CLI over both.
 
 Model and loss (eqs. 1-2), X (n, d) with unit rows, W (d, m) trained, a (m,) in {-1, +1} fixed:
 
@@ -29,9 +31,10 @@ of the H(0)- and H∞-linearized models (momentum_ntk.trajectory: two n×n matri
 Engines (``engine``, config key train.engine): everything above is the ``direct`` engine. The ``rowspace`` engine
 (momentum_ntk.rowspace) computes the same runs exactly on n×m coefficients C with W(t) = W(0) + Xᵀ C(t): one GEMM
 (X Xᵀ)·C of 2·n²·m FLOP a step and no d×m buffer. ``auto`` picks by the measured cost rule plan.choose_engine. Both
-engines share this module's loop, metrics, Gram tracking, divergence handling and the forward/update interface.
+engines share this module's packed state, metrics, Gram tracking and forward/update interface, and the loop's
+divergence handling.
 
-Packing: ``train_many`` trains k runs that share X, y and W(0) as batched (k, d, m) tensors. Every run's slice of
+Packing: ``loop.train_many`` trains k runs that share X, y and W(0) as batched (k, d, m) tensors. Every run's slice of
 every buffer starts on a 256-byte boundary (MKL picks kernels, hence rounding, by alignment), so a run trained in a
 pack is bit-identical to the same run trained alone (tested on CPU; on CUDA untested).
 """
